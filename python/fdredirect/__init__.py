@@ -1,0 +1,27 @@
+"""fdredirect: redirect and capture everything written to stdout and stderr at the fd level.
+
+Python ``print``, C ``printf``, C++ ``std::cout``, Fortran ``WRITE``, raw ``write(1, ...)`` and
+child processes all end up where you said, with nothing lost and the streams restored after.
+"""
+
+from __future__ import annotations
+
+import os
+
+from ._native import Captured, __version__, flush_all
+from ._redirect import redirect_stderr_fd, redirect_stdout_fd
+from ._targets import DEVNULL, STDOUT
+
+__all__ = [
+    "DEVNULL",
+    "STDOUT",
+    "Captured",
+    "__version__",
+    "flush_all",
+    "redirect_stderr_fd",
+    "redirect_stdout_fd",
+]
+
+# Python's own buffers are copied into a forked child too: flush them first, or their bytes
+# are written twice. (libc's and the C++/Fortran buffers are flushed by the native fork handler.)
+os.register_at_fork(before=flush_all)

@@ -1,0 +1,131 @@
+"""The native core of fdredirect (Rust, PyO3). Private: use the ``fdredirect`` package."""
+
+from types import TracebackType
+from typing import Any, final
+
+from typing_extensions import Self
+
+__all__ = [
+    "KIND_CAPTURE",
+    "KIND_DEVNULL",
+    "KIND_FD",
+    "KIND_FILE",
+    "KIND_PATH",
+    "KIND_STDOUT",
+    "Captured",
+    "FdWriter",
+    "Redirect",
+    "__version__",
+    "c_emit",
+    "c_fprintf_stderr",
+    "c_printf",
+    "c_write",
+    "flush_all",
+]
+
+__version__: str
+
+KIND_CAPTURE: int
+KIND_FD: int
+KIND_PATH: int
+KIND_FILE: int
+KIND_DEVNULL: int
+KIND_STDOUT: int
+
+class Redirect:
+    """One redirect of fd 1 or 2; ``__enter__`` and ``__exit__`` are one native call each.
+
+    Args:
+        fd: 1 or 2.
+        kind: one of the ``KIND_*`` constants, as classified by ``fdredirect._targets``.
+        arg: the fd (``KIND_FD``) or the ``os.fsencode``d path (``KIND_PATH``); else ignored.
+        target: what ``__enter__`` returns (and, for ``KIND_FILE``, the file object to flush and use).
+        encoding: the capture's decoding; ``None`` for UTF-8.
+        errors: the decoding error handler.
+
+    Raises:
+        ValueError: fd is not 1 or 2, an unknown kind, ``KIND_STDOUT`` for fd 1, a NUL in the path.
+    """
+
+    def __new__(cls, fd: int, kind: int, arg: Any, target: Any, encoding: str | None, errors: str, /) -> Self: ...
+    def __enter__(self) -> Any:
+        """Flush, switch the fd, point ``sys.stdout``/``sys.stderr`` at the native writer.
+
+        Returns:
+            A ``Captured`` for ``KIND_CAPTURE``, else ``target``.
+
+        Raises:
+            OSError: the sink could not be opened (with the path or fd), or the fd table is full.
+        """
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+        /,
+    ) -> bool:
+        """Flush, restore the fd, read back a capture. Never suppresses the exception.
+
+        Raises:
+            RuntimeError: no matching ``__enter__`` in this thread, or a ``STDOUT`` stderr block begun
+                inside this stdout block is still open (both fds were restored first).
+        """
+    @property
+    def fd(self) -> int: ...
+    @property
+    def target(self) -> Any: ...
+
+@final
+class Captured:
+    """What a capture block collected."""
+
+    def getbytes(self) -> bytes:
+        """All bytes captured so far (inside the block, after flushing every buffer) or in all."""
+    def getvalue(self) -> str:
+        """``getbytes()`` decoded with the block's encoding and errors (UTF-8 when encoding is None)."""
+
+@final
+class FdWriter:
+    """The write-through stand-in for ``sys.stdout``/``sys.stderr`` inside a block."""
+
+    def write(self, data: str | bytes | bytearray | memoryview, /) -> int: ...
+    def writelines(self, lines: Any, /) -> None: ...
+    def flush(self) -> None: ...
+    def close(self) -> None: ...
+    def fileno(self) -> int: ...
+    def isatty(self) -> bool: ...
+    def readable(self) -> bool: ...
+    def writable(self) -> bool: ...
+    def seekable(self) -> bool: ...
+    @property
+    def closed(self) -> bool: ...
+    @property
+    def encoding(self) -> str: ...
+    @property
+    def errors(self) -> str: ...
+    @property
+    def name(self) -> str: ...
+    @property
+    def mode(self) -> str: ...
+    @property
+    def line_buffering(self) -> bool: ...
+    @property
+    def newlines(self) -> None: ...
+    @property
+    def buffer(self) -> FdWriter: ...
+
+def flush_all() -> None:
+    """Flush ``sys.stdout``/``sys.stderr`` (and ``__stdout__``/``__stderr__``), libc's stdout and
+    stderr, and every loaded libstdc++ and libgfortran."""
+
+def c_printf(text: bytes, flush: bool, /) -> int:
+    """``printf`` into libc's buffered stdout, holding the GIL. Raises OSError on a failed flush."""
+
+def c_fprintf_stderr(text: bytes, /) -> int:
+    """``fprintf(stderr, ...)``."""
+
+def c_write(fd: int, data: bytes, hold_gil: bool, /) -> int:
+    """``write(2)`` all of ``data``. Raises OSError with the errno."""
+
+def c_emit(fd: int, nbytes: int, chunk: int, hold_gil: bool, /) -> int:
+    """``write(2)`` ``nbytes`` of the test pattern in ``chunk``-byte writes. Raises OSError."""

@@ -1,0 +1,104 @@
+"""The public context managers. The switch itself is native (one call per enter and exit);
+names, defaults, argument checking and documentation live here."""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from types import TracebackType
+from typing import Any, Callable, TypeVar, cast
+
+from . import _native
+from ._targets import check_codec, classify
+
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+class _RedirectFd(_native.Redirect):
+    """Shared behaviour of ``redirect_stdout_fd`` and ``redirect_stderr_fd``."""
+
+    _FD = 0
+    _STREAM = ""
+
+    def __new__(cls, target: object = None, *, encoding: str | None = "utf-8", errors: str = "replace") -> Any:
+        kind, arg = classify(target, cls._STREAM)
+        check_codec(encoding, errors)
+        return super().__new__(cls, cls._FD, kind, arg, target, encoding, errors)
+
+    async def __aenter__(self) -> Any:
+        return self.__enter__()
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool:
+        return self.__exit__(exc_type, exc, tb)
+
+    def __call__(self, func: _F) -> _F:
+        """Use as a decorator: every call of ``func`` runs inside the redirect."""
+        if inspect.iscoroutinefunction(func):
+
+            @functools.wraps(func)
+            async def run_async(*args: Any, **kwargs: Any) -> Any:
+                async with self:
+                    return await func(*args, **kwargs)
+
+            return cast(_F, run_async)
+
+        @functools.wraps(func)
+        def run(*args: Any, **kwargs: Any) -> Any:
+            with self:
+                return func(*args, **kwargs)
+
+        return cast(_F, run)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.target!r})"
+
+
+class redirect_stdout_fd(_RedirectFd):  # noqa: N801 - named like contextlib.redirect_stdout
+    """Send everything written to fd 1 inside the block to ``target``.
+
+    Unlike ``contextlib.redirect_stdout``, this catches C ``printf``, C++ ``std::cout``, Fortran
+    ``WRITE``, raw ``write(1, ...)`` and child processes, not only Python's ``print``: every
+    buffer is flushed, then fd 1 itself is switched with ``dup2`` and switched back at exit.
+
+    Args:
+        target: ``None`` to capture (``__enter__`` returns a :class:`Captured`); ``DEVNULL``; an
+            fd open for writing; a path (created, truncated, then appended to); or a file object
+            backed by a real file (flushed first). For the others ``__enter__`` returns ``target``.
+        encoding: how :meth:`Captured.getvalue` decodes, and how Python text written inside the
+            block is encoded (``None``: bytes only, ``getvalue`` uses UTF-8).
+        errors: the decoding error handler.
+
+    The redirect is process-wide: every thread's output to fd 1 goes to ``target`` while the block
+    runs. One instance may be reused, nested, and used from several threads and as a decorator
+    (also on ``async def`` functions, where ``async with`` is used).
+
+    Example::
+
+        with redirect_stdout_fd() as out:
+            print("from Python")
+            fdredirect.testing.c_printf("from C\\n")
+        assert out.getvalue() == "from Python\\nfrom C\\n"
+    """
+
+    _FD = 1
+    _STREAM = "stdout"
+
+
+class redirect_stderr_fd(_RedirectFd):  # noqa: N801 - named like contextlib.redirect_stderr
+    """Send everything written to fd 2 inside the block to ``target``.
+
+    Takes the same targets as :class:`redirect_stdout_fd`, plus ``STDOUT``: fd 2 then shares
+    whatever fd 1 points at when the block starts (the shell's ``2>&1``), so both streams form one
+    stream in exact write order::
+
+        with redirect_stdout_fd() as out, redirect_stderr_fd(STDOUT):
+            ...
+    """
+
+    _FD = 2
+    _STREAM = "stderr"

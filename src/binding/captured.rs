@@ -1,0 +1,116 @@
+//! `Captured`: what a capture block returns. Reads the memory file while the block runs (after
+//! flushing), and holds the bytes read back at exit.
+
+use std::os::fd::OwnedFd;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use pyo3::prelude::*;
+use pyo3::types::PyBytes;
+use pyo3::{ffi, intern};
+
+use super::errors::os_error;
+use super::streams::flush_python;
+use crate::{capture, flush};
+
+enum State {
+    /// The block runs; the memory file is read on demand. `Arc`: a reader may hold it while
+    /// another thread ends the block.
+    Active(Arc<OwnedFd>),
+    Done(Py<PyBytes>),
+}
+
+#[pyclass(frozen, module = "fdredirect._native")]
+pub struct Captured {
+    encoding: Option<String>,
+    errors: String,
+    state: Mutex<State>,
+}
+
+impl Captured {
+    pub fn new(memfd: OwnedFd, encoding: Option<String>, errors: String) -> Self {
+        Captured {
+            encoding,
+            errors,
+            state: Mutex::new(State::Active(Arc::new(memfd))),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The block has ended: read everything back (releasing the file's pages behind the copy),
+    /// or, in a forked child that inherited the block, leave the parent's file untouched.
+    pub fn finish(&self, py: Python<'_>, inherited: bool) -> PyResult<()> {
+        let memfd = match &*self.lock() {
+            State::Active(memfd) => Arc::clone(memfd),
+            State::Done(_) => return Ok(()),
+        };
+        let bytes = if inherited {
+            PyBytes::new(py, b"")
+        } else {
+            let size = capture::size(&memfd).map_err(|e| os_error(e.raw_os_error().unwrap_or(libc::EIO)))?;
+            new_bytes_filled(py, size, |buf| capture::read_and_release(&memfd, buf))?
+        };
+        *self.lock() = State::Done(bytes.unbind());
+        Ok(())
+    }
+}
+
+/// A new `bytes` of `len` bytes filled by `fill` with the GIL released, without zeroing it
+/// first: zeroing would touch every page and double the peak memory of a large capture.
+fn new_bytes_filled(
+    py: Python<'_>,
+    len: usize,
+    fill: impl FnOnce(&mut [u8]) -> std::io::Result<usize> + Send,
+) -> PyResult<Bound<'_, PyBytes>> {
+    let len_ssize =
+        isize::try_from(len).map_err(|_| pyo3::exceptions::PyOverflowError::new_err("capture too large"))?;
+    // SAFETY: a NULL source asks CPython for an uninitialised bytes object of `len` bytes.
+    let raw = unsafe { ffi::PyBytes_FromStringAndSize(std::ptr::null(), len_ssize) };
+    // SAFETY: `raw` is a new reference (or NULL with an exception set).
+    let bytes = unsafe { Bound::from_owned_ptr_or_err(py, raw) }?.cast_into::<PyBytes>()?;
+    // SAFETY: the object is new and not shared with any other code yet, so writing its buffer
+    // (len bytes, as allocated) is allowed; it stays alive (we hold `bytes`) while `buf` is used.
+    let buf = unsafe { std::slice::from_raw_parts_mut(ffi::PyBytes_AsString(bytes.as_ptr()).cast::<u8>(), len) };
+    let filled = py
+        .detach(|| fill(buf))
+        .map_err(|e| os_error(e.raw_os_error().unwrap_or(libc::EIO)))?;
+    if filled < len {
+        // The file shrank under us (someone truncated the fd): keep only what was read.
+        return Ok(PyBytes::new(py, &bytes.as_bytes()[..filled]));
+    }
+    Ok(bytes)
+}
+
+#[pymethods]
+impl Captured {
+    /// All bytes captured so far (inside the block, after flushing every buffer), or all of them.
+    fn getbytes(&self, py: Python<'_>) -> PyResult<Py<PyBytes>> {
+        let memfd = match &*self.lock() {
+            State::Done(bytes) => return Ok(bytes.clone_ref(py)),
+            State::Active(memfd) => Arc::clone(memfd),
+        };
+        flush_python(py);
+        py.detach(flush::flush_native);
+        let size = capture::size(&memfd).map_err(|e| os_error(e.raw_os_error().unwrap_or(libc::EIO)))?;
+        Ok(new_bytes_filled(py, size, |buf| capture::read_at(&memfd, buf, 0))?.unbind())
+    }
+
+    /// `getbytes()` decoded with the block's encoding and errors (UTF-8 when encoding is None).
+    fn getvalue(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
+        let bytes = self.getbytes(py)?;
+        let encoding = self.encoding.as_deref().unwrap_or("utf-8");
+        Ok(bytes
+            .bind(py)
+            .call_method1(intern!(py, "decode"), (encoding, &self.errors))?
+            .unbind())
+    }
+
+    fn __repr__(&self) -> String {
+        match &*self.lock() {
+            State::Active(_) => "<fdredirect.Captured (block running)>".to_owned(),
+            State::Done(_) => "<fdredirect.Captured (done)>".to_owned(),
+        }
+    }
+}

@@ -1,0 +1,280 @@
+//! Python-level streams: flushing `sys.stdout`/`sys.stderr` before every switch, and the native
+//! writer that stands in for them inside a block.
+//!
+//! Inside a block `sys.stdout` is a small write-through writer on fd 1 (one per fd, made once):
+//! no Python-side buffer, so `print` and flushed native output reach the fd in call order, also
+//! when `sys.stdout` was not fd 1 at all (a `StringIO`, pytest, a Jupyter kernel).
+
+use std::os::fd::RawFd;
+use std::sync::{Mutex, PoisonError};
+
+use pyo3::prelude::*;
+use pyo3::sync::PyOnceLock;
+use pyo3::types::{PyBytes, PyMemoryView, PyModule, PyString};
+use pyo3::{intern, IntoPyObjectExt};
+
+use super::errors::os_error;
+use crate::sys;
+
+/// What the writer does with characters its encoding cannot represent: never fail a `print`.
+const WRITER_ERRORS: &str = "backslashreplace";
+
+#[pyclass(frozen, module = "fdredirect._native")]
+pub struct FdWriter {
+    fd: RawFd,
+    /// The encoding of the innermost block; `None` is UTF-8 (the fast path).
+    encoding: Mutex<Option<String>>,
+}
+
+/// Per redirected fd: how many blocks are open, and the object `sys.<name>` was at the outermost.
+struct Swap {
+    depth: usize,
+    original: Option<Py<PyAny>>,
+}
+
+static SWAPS: Mutex<[Swap; 2]> = Mutex::new([
+    Swap {
+        depth: 0,
+        original: None,
+    },
+    Swap {
+        depth: 0,
+        original: None,
+    },
+]);
+static WRITERS: PyOnceLock<[Py<FdWriter>; 2]> = PyOnceLock::new();
+static SYS: PyOnceLock<Py<PyModule>> = PyOnceLock::new();
+
+fn sys_module(py: Python<'_>) -> PyResult<&Bound<'_, PyModule>> {
+    SYS.get_or_try_init(py, || Ok(py.import("sys")?.unbind()))
+        .map(|m| m.bind(py))
+}
+
+fn writer(py: Python<'_>, fd: RawFd) -> PyResult<&Py<FdWriter>> {
+    let writers = WRITERS.get_or_try_init(py, || {
+        let make = |fd| {
+            Py::new(
+                py,
+                FdWriter {
+                    fd,
+                    encoding: Mutex::new(None),
+                },
+            )
+        };
+        Ok::<_, PyErr>([make(1)?, make(2)?])
+    })?;
+    Ok(&writers[(fd - 1) as usize])
+}
+
+fn sys_name(py: Python<'_>, fd: RawFd) -> &Bound<'_, PyString> {
+    if fd == 1 {
+        intern!(py, "stdout")
+    } else {
+        intern!(py, "stderr")
+    }
+}
+
+/// Flush `sys.stdout`, `sys.stderr`, `sys.__stdout__`, `sys.__stderr__`. A stream that cannot
+/// flush (closed, broken) must not stop a redirect, so its error is dropped.
+pub fn flush_python(py: Python<'_>) {
+    let Ok(sys) = sys_module(py) else { return };
+    let names = [
+        intern!(py, "stdout"),
+        intern!(py, "stderr"),
+        intern!(py, "__stdout__"),
+        intern!(py, "__stderr__"),
+    ];
+    let mut flushed: [usize; 4] = [0; 4];
+    for (i, name) in names.into_iter().enumerate() {
+        let Ok(stream) = sys.getattr(name) else {
+            continue;
+        };
+        let id = stream.as_ptr() as usize;
+        if stream.is_none() || stream.is_instance_of::<FdWriter>() || flushed.contains(&id) {
+            continue;
+        }
+        flushed[i] = id;
+        let _ = stream.call_method0(intern!(py, "flush"));
+    }
+}
+
+/// A block on `fd` begins: at the outermost, remember `sys.<name>` and put the writer there.
+/// Returns the writer's previous encoding, for `deactivate`.
+pub fn activate(py: Python<'_>, fd: RawFd, encoding: Option<&str>) -> PyResult<Option<String>> {
+    let writer = writer(py, fd)?;
+    let sys = sys_module(py)?;
+    {
+        let mut swaps = SWAPS.lock().unwrap_or_else(PoisonError::into_inner);
+        let swap = &mut swaps[(fd - 1) as usize];
+        if swap.depth == 0 {
+            let name = sys_name(py, fd);
+            swap.original = Some(sys.getattr(name)?.unbind());
+            sys.setattr(name, writer)?;
+        }
+        swap.depth += 1;
+    }
+    let encoding = encoding.filter(|e| !is_utf8(e)).map(str::to_owned);
+    let mut current = writer.get().encoding.lock().unwrap_or_else(PoisonError::into_inner);
+    Ok(std::mem::replace(&mut *current, encoding))
+}
+
+/// A block on `fd` ends: at the outermost, put back the remembered object, unless the user
+/// replaced `sys.<name>` meanwhile (their choice wins).
+pub fn deactivate(py: Python<'_>, fd: RawFd, previous_encoding: Option<String>) {
+    let Ok(writer) = writer(py, fd) else { return };
+    *writer.get().encoding.lock().unwrap_or_else(PoisonError::into_inner) = previous_encoding;
+    let original = {
+        let mut swaps = SWAPS.lock().unwrap_or_else(PoisonError::into_inner);
+        let swap = &mut swaps[(fd - 1) as usize];
+        swap.depth = swap.depth.saturating_sub(1);
+        if swap.depth > 0 {
+            return;
+        }
+        swap.original.take()
+    };
+    let (Some(original), Ok(sys)) = (original, sys_module(py)) else {
+        return;
+    };
+    let name = sys_name(py, fd);
+    let still_ours = sys.getattr(name).is_ok_and(|current| current.is(writer));
+    if still_ours {
+        let _ = sys.setattr(name, original);
+    }
+}
+
+fn is_utf8(encoding: &str) -> bool {
+    matches!(
+        encoding.to_ascii_lowercase().replace('_', "-").as_str(),
+        "utf-8" | "utf8"
+    )
+}
+
+impl FdWriter {
+    fn write_bytes(&self, py: Python<'_>, data: &[u8]) -> PyResult<()> {
+        let fd = self.fd;
+        let mut written = 0;
+        loop {
+            // Released: the fd may be a pipe whose reader needs this thread to let go of the GIL.
+            match py.detach(|| sys::write_all(fd, data, &mut written)) {
+                Ok(()) => return Ok(()),
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => py.check_signals()?,
+                Err(e) => return Err(os_error(e.raw_os_error().unwrap_or(libc::EIO))),
+            }
+        }
+    }
+
+    fn encode<'py>(&self, text: &Bound<'py, PyString>) -> PyResult<Bound<'py, PyBytes>> {
+        let encoding = self.encoding.lock().unwrap_or_else(PoisonError::into_inner).clone();
+        match encoding {
+            None => match text.encode_utf8() {
+                Ok(bytes) => Ok(bytes),
+                // Lone surrogates: same as any other unencodable character.
+                Err(_) => Ok(text.call_method1("encode", ("utf-8", WRITER_ERRORS))?.cast_into()?),
+            },
+            Some(encoding) => Ok(text.call_method1("encode", (encoding, WRITER_ERRORS))?.cast_into()?),
+        }
+    }
+}
+
+#[pymethods]
+impl FdWriter {
+    /// Write `str` (encoded) or bytes-like data straight to the fd. Returns the length written.
+    fn write(&self, py: Python<'_>, data: &Bound<'_, PyAny>) -> PyResult<usize> {
+        if let Ok(text) = data.cast::<PyString>() {
+            let bytes = self.encode(text)?;
+            self.write_bytes(py, bytes.as_bytes())?;
+            return text.len();
+        }
+        if let Ok(bytes) = data.cast::<PyBytes>() {
+            self.write_bytes(py, bytes.as_bytes())?;
+            return Ok(bytes.as_bytes().len());
+        }
+        // Any other bytes-like object; memoryview() raises the TypeError for everything else.
+        let view = PyMemoryView::from(data)?;
+        let bytes = view.call_method0(intern!(py, "tobytes"))?.cast_into::<PyBytes>()?;
+        self.write_bytes(py, bytes.as_bytes())?;
+        Ok(bytes.as_bytes().len())
+    }
+
+    fn writelines(&self, py: Python<'_>, lines: &Bound<'_, PyAny>) -> PyResult<()> {
+        for line in lines.try_iter()? {
+            self.write(py, &line?)?;
+        }
+        Ok(())
+    }
+
+    /// Nothing to do: every write has already reached the fd.
+    fn flush(&self) {}
+
+    /// Closing the stand-in for `sys.stdout` would only break later prints: it stays open.
+    fn close(&self) {}
+
+    fn fileno(&self) -> RawFd {
+        self.fd
+    }
+
+    fn isatty(&self) -> bool {
+        sys::isatty(self.fd)
+    }
+
+    fn readable(&self) -> bool {
+        false
+    }
+
+    fn writable(&self) -> bool {
+        true
+    }
+
+    fn seekable(&self) -> bool {
+        false
+    }
+
+    #[getter]
+    fn closed(&self) -> bool {
+        false
+    }
+
+    #[getter]
+    fn encoding(&self) -> String {
+        self.encoding
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+            .unwrap_or_else(|| "utf-8".to_owned())
+    }
+
+    #[getter]
+    fn errors(&self) -> &'static str {
+        WRITER_ERRORS
+    }
+
+    #[getter]
+    fn name(&self) -> String {
+        format!("<fdredirect fd {}>", self.fd)
+    }
+
+    #[getter]
+    fn mode(&self) -> &'static str {
+        "w"
+    }
+
+    #[getter]
+    fn line_buffering(&self) -> bool {
+        false
+    }
+
+    #[getter]
+    fn newlines(&self, py: Python<'_>) -> Py<PyAny> {
+        py.None()
+    }
+
+    /// Code that writes bytes to `sys.stdout.buffer` gets the same writer: it takes bytes too.
+    #[getter]
+    fn buffer(slf: &Bound<'_, Self>) -> PyResult<Py<PyAny>> {
+        slf.clone().into_py_any(slf.py())
+    }
+
+    fn __repr__(&self) -> String {
+        format!("<fdredirect.FdWriter fd={}>", self.fd)
+    }
+}

@@ -1,0 +1,52 @@
+//! The fd core's error type. It keeps `errno` and what the error was about (a path, a file
+//! descriptor), so the binding can build the right `OSError` subclass with a useful message.
+
+use std::io;
+use std::os::fd::RawFd;
+use std::path::PathBuf;
+
+/// What an OS error was about, for the message the user sees.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Subject {
+    Nothing,
+    Fd(RawFd),
+    Path(PathBuf),
+}
+
+#[derive(Debug)]
+pub enum Error {
+    /// A syscall failed; `errno` is kept.
+    Os { err: io::Error, subject: Subject },
+    /// The target fd is open, but not for writing.
+    ReadOnly(RawFd),
+    /// `exit` named an entry that is not on the stack (already left, or never entered).
+    NotActive,
+}
+
+impl Error {
+    pub fn os(err: io::Error, subject: Subject) -> Self {
+        Error::Os { err, subject }
+    }
+}
+
+impl From<io::Error> for Error {
+    fn from(err: io::Error) -> Self {
+        Error::os(err, Subject::Nothing)
+    }
+}
+
+impl std::fmt::Display for Error {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Error::Os { err, subject } => match subject {
+                Subject::Nothing => write!(f, "{err}"),
+                Subject::Fd(fd) => write!(f, "{err} (fd {fd})"),
+                Subject::Path(p) => write!(f, "{err}: {}", p.display()),
+            },
+            Error::ReadOnly(fd) => write!(f, "fd {fd} is open read-only, not for writing"),
+            Error::NotActive => f.write_str("this redirect is not active"),
+        }
+    }
+}
+
+impl std::error::Error for Error {}

@@ -1,0 +1,220 @@
+//! Flushing every user-space buffer that holds bytes meant for fd 1/2: libc's `stdout`/`stderr`,
+//! each loaded libstdc++ (`cout`, `clog`, `wcout`, `wclog`) and each loaded libgfortran.
+//!
+//! Extensions are loaded `RTLD_LOCAL`, so their runtimes are invisible to
+//! `dlsym(RTLD_DEFAULT, …)`: each loaded object is found with `dl_iterate_phdr`, opened again
+//! with `RTLD_NOLOAD` and searched there. The list is rebuilt only when the loader's
+//! `dlpi_adds`/`dlpi_subs` counters move: a scan costs far more than the flush itself.
+
+use std::ffi::{c_void, CStr};
+use std::sync::{Mutex, MutexGuard, Once, PoisonError};
+
+extern "C" {
+    // glibc's standard streams; always initialised before any code of ours runs.
+    static stdout: *mut libc::FILE;
+    static stderr: *mut libc::FILE;
+    // glibc <stdio_ext.h>: the size of a stream's buffer, 0 while none has been chosen yet.
+    fn __fbufsize(stream: *mut libc::FILE) -> libc::size_t;
+}
+
+/// `std::basic_ostream<C>::flush()`, called on `this`.
+type OstreamFlush = unsafe extern "C" fn(*mut c_void) -> *mut c_void;
+/// libgfortran's `FLUSH` statement; a null unit flushes every unit.
+type FortranFlush = unsafe extern "C" fn(*const i32);
+
+/// (stream object, its flush member function) for libstdc++.
+const CXX_STREAMS: [(&CStr, &CStr); 4] = [
+    (c"_ZSt4cout", c"_ZNSo5flushEv"),
+    (c"_ZSt4clog", c"_ZNSo5flushEv"),
+    (c"_ZSt5wcout", c"_ZNSt13basic_ostreamIwSt11char_traitsIwEE5flushEv"),
+    (c"_ZSt5wclog", c"_ZNSt13basic_ostreamIwSt11char_traitsIwEE5flushEv"),
+];
+
+enum Flusher {
+    Ostream { stream: *mut c_void, flush: OstreamFlush },
+    Fortran(FortranFlush),
+}
+
+// SAFETY: the pointers point into shared objects that we hold a dlopen handle for (never closed),
+// so they stay valid in every thread for the life of the process.
+unsafe impl Send for Flusher {}
+
+impl Flusher {
+    fn flush(&self) {
+        match *self {
+            Flusher::Ostream { stream, flush } => {
+                // A libstdc++ older than GCC 13 constructs `cout` only when some translation unit
+                // including <iostream> runs its initialiser; until then the object is zeroed static
+                // storage, and its first word (the vtable pointer) is null. Never call into that.
+                // SAFETY: `stream` points to a static ostream object, at least one word long.
+                let unconstructed = unsafe { stream.cast::<*const c_void>().read() }.is_null();
+                if !unconstructed {
+                    // SAFETY: a constructed std::ostream; flush() takes `this` as its only argument.
+                    unsafe { flush(stream) };
+                }
+            }
+            // SAFETY: flush_i4(NULL) is libgfortran's "flush all units".
+            Flusher::Fortran(flush) => unsafe { flush(std::ptr::null()) },
+        }
+    }
+}
+
+#[derive(Default)]
+pub(crate) struct Runtimes {
+    /// `dlpi_adds`/`dlpi_subs` when the list was built; `None` before the first scan.
+    seen: Option<(u64, u64)>,
+    flushers: Vec<Flusher>,
+}
+
+static RUNTIMES: Mutex<Runtimes> = Mutex::new(Runtimes {
+    seen: None,
+    flushers: Vec::new(),
+});
+
+pub(crate) fn lock_runtimes() -> MutexGuard<'static, Runtimes> {
+    RUNTIMES.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Flush libc's `stdout` and `stderr`, and every loaded C++ and Fortran runtime.
+///
+/// Not `fflush(NULL)`: that locks every `FILE`, and a thread blocked in `fgets(stdin)` would hang it.
+pub fn flush_native() {
+    {
+        let mut runtimes = lock_runtimes();
+        runtimes.refresh();
+        for flusher in &runtimes.flushers {
+            flusher.flush();
+        }
+    }
+    // After the C++ streams: with sync_with_stdio(true) they write into libc's stdout.
+    // SAFETY: glibc's stdout/stderr are valid FILE pointers for the life of the process.
+    unsafe {
+        libc::fflush(stdout);
+        libc::fflush(stderr);
+    }
+}
+
+/// C stdio fixes its buffering at first use. If the first use happens inside a redirect, stdout
+/// becomes fully buffered for the whole process, and terminal output appears late forever after.
+/// So, once per process and before the first switch: a terminal stdout with no buffer chosen yet
+/// is made line-buffered, as it would have been.
+pub fn line_buffer_terminal_stdout() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        // SAFETY: stdout is a valid FILE; __fbufsize only reads it; setvbuf is allowed before the
+        // first I/O on the stream, which is exactly when the buffer size is still 0.
+        unsafe {
+            if crate::sys::isatty(1) && __fbufsize(stdout) == 0 {
+                libc::setvbuf(stdout, std::ptr::null_mut(), libc::_IOLBF, libc::BUFSIZ as usize);
+            }
+        }
+    });
+}
+
+impl Runtimes {
+    fn refresh(&mut self) {
+        let counters = loader_counters();
+        if self.seen == Some(counters) {
+            return;
+        }
+        self.flushers.clear();
+        for path in loaded_objects() {
+            let name = path.to_bytes();
+            let is_cxx = contains(name, b"libstdc++");
+            let is_fortran = contains(name, b"libgfortran");
+            if !(is_cxx || is_fortran) {
+                continue;
+            }
+            // SAFETY: RTLD_NOLOAD never loads anything; it returns a handle to an object that is
+            // already loaded (and pins it: we never dlclose, so our symbol pointers stay valid).
+            let handle = unsafe { libc::dlopen(path.as_ptr(), libc::RTLD_NOLOAD | libc::RTLD_LAZY) };
+            if handle.is_null() {
+                continue;
+            }
+            if is_cxx {
+                for (stream, flush) in CXX_STREAMS {
+                    if let (Some(stream), Some(flush)) = (symbol(handle, stream), symbol(handle, flush)) {
+                        // SAFETY: the mangled name is that of basic_ostream::flush(), whose ABI
+                        // on this platform is a C function taking `this`.
+                        let flush = unsafe { std::mem::transmute::<*mut c_void, OstreamFlush>(flush) };
+                        self.flushers.push(Flusher::Ostream { stream, flush });
+                    }
+                }
+            }
+            if let Some(flush) = symbol(handle, c"_gfortran_flush_i4").filter(|_| is_fortran) {
+                // SAFETY: `_gfortran_flush_i4(GFC_INTEGER_4 *unit)` is a C-ABI function.
+                let flush = unsafe { std::mem::transmute::<*mut c_void, FortranFlush>(flush) };
+                self.flushers.push(Flusher::Fortran(flush));
+            }
+        }
+        self.seen = Some(counters);
+    }
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+fn symbol(handle: *mut c_void, name: &CStr) -> Option<*mut c_void> {
+    // SAFETY: `handle` is a live dlopen handle and `name` is NUL-terminated.
+    let ptr = unsafe { libc::dlsym(handle, name.as_ptr()) };
+    (!ptr.is_null()).then_some(ptr)
+}
+
+/// The loader's (adds, subs) counters: they change whenever an object is loaded or unloaded.
+fn loader_counters() -> (u64, u64) {
+    unsafe extern "C" fn first(info: *mut libc::dl_phdr_info, _size: usize, data: *mut c_void) -> libc::c_int {
+        // SAFETY: the loader passes a valid info; `data` is the &mut (u64, u64) given below.
+        unsafe {
+            let out = &mut *data.cast::<(u64, u64)>();
+            *out = ((*info).dlpi_adds, (*info).dlpi_subs);
+        }
+        1 // stop after the first object: the counters are the same in every entry
+    }
+    let mut counters = (0u64, 0u64);
+    // SAFETY: the callback only writes through `data`, which outlives the call.
+    unsafe { libc::dl_iterate_phdr(Some(first), (&raw mut counters).cast()) };
+    counters
+}
+
+/// Paths of every loaded object.
+fn loaded_objects() -> Vec<std::ffi::CString> {
+    unsafe extern "C" fn collect(info: *mut libc::dl_phdr_info, _size: usize, data: *mut c_void) -> libc::c_int {
+        // SAFETY: the loader passes a valid info whose name is NUL-terminated (or null);
+        // `data` is the &mut Vec given below.
+        unsafe {
+            let names = &mut *data.cast::<Vec<std::ffi::CString>>();
+            let name = (*info).dlpi_name;
+            if !name.is_null() && *name != 0 {
+                names.push(CStr::from_ptr(name).to_owned());
+            }
+        }
+        0
+    }
+    let mut names = Vec::new();
+    // SAFETY: the callback only pushes to the Vec behind `data`, which outlives the call.
+    unsafe { libc::dl_iterate_phdr(Some(collect), (&raw mut names).cast()) };
+    names
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counters_do_not_move_without_loading() {
+        assert_eq!(loader_counters(), loader_counters());
+    }
+
+    #[test]
+    fn loaded_objects_include_libc() {
+        assert!(loaded_objects().iter().any(|p| contains(p.to_bytes(), b"libc.so")));
+    }
+
+    #[test]
+    fn flush_native_is_repeatable() {
+        flush_native();
+        flush_native();
+        assert!(lock_runtimes().seen.is_some());
+    }
+}

@@ -1,0 +1,37 @@
+//! fdredirect's native core. The fd core (`sys`, `flush`, `capture`, `stack`, `fork`) is plain
+//! Rust; `binding` is the only part that touches Python types.
+
+mod binding;
+mod capture;
+mod error;
+mod flush;
+mod fork;
+mod stack;
+mod sys;
+
+use pyo3::prelude::*;
+
+#[pymodule]
+fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    fork::install_handlers();
+    m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    m.add_class::<binding::redirect::Redirect>()?;
+    m.add_class::<binding::captured::Captured>()?;
+    m.add_class::<binding::streams::FdWriter>()?;
+    m.add_function(wrap_pyfunction!(binding::flush_all, m)?)?;
+    for (name, kind) in [
+        ("KIND_CAPTURE", binding::redirect::KIND_CAPTURE),
+        ("KIND_FD", binding::redirect::KIND_FD),
+        ("KIND_PATH", binding::redirect::KIND_PATH),
+        ("KIND_FILE", binding::redirect::KIND_FILE),
+        ("KIND_DEVNULL", binding::redirect::KIND_DEVNULL),
+        ("KIND_STDOUT", binding::redirect::KIND_STDOUT),
+    ] {
+        m.add(name, kind)?;
+    }
+    m.add_function(wrap_pyfunction!(binding::testing::c_printf, m)?)?;
+    m.add_function(wrap_pyfunction!(binding::testing::c_fprintf_stderr, m)?)?;
+    m.add_function(wrap_pyfunction!(binding::testing::c_write, m)?)?;
+    m.add_function(wrap_pyfunction!(binding::testing::c_emit, m)?)?;
+    Ok(())
+}

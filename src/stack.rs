@@ -1,0 +1,304 @@
+//! The process-wide redirect stacks, one per fd, and the switch itself.
+//!
+//! Enter: flush, save the fd, open the sink, `dup2` it onto the fd, push — all or nothing.
+//! Exit: flush, `dup2` the saved copy back (or close the fd if it was closed), pop.
+//! An entry may leave out of order (two threads overlapping): the entry above it then inherits
+//! its saved fd, so the fd ends where it would have had the blocks been properly nested.
+
+use std::ffi::CStr;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::unix::ffi::OsStrExt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, MutexGuard, PoisonError};
+
+use crate::error::{Error, Subject};
+use crate::{capture, flush, sys};
+
+/// Where a redirected fd should point.
+#[derive(Debug)]
+pub enum Sink<'a> {
+    /// A fresh memory file, handed back to the caller to read.
+    Capture,
+    /// An fd the caller keeps owning (an `int` target, a file object's fd).
+    Fd(RawFd),
+    /// A file, created and truncated, written with `O_APPEND`.
+    Path(&'a CStr),
+    DevNull,
+    /// Share whatever open file description `fd` has now (`2>&1`), and keep following it
+    /// if the redirect of `fd` that is current now ends first.
+    Follow(RawFd),
+}
+
+/// What `enter` hands back.
+#[derive(Debug)]
+pub struct Entered {
+    pub id: u64,
+    /// The memory file, for `Sink::Capture`.
+    pub capture: Option<OwnedFd>,
+}
+
+/// What `exit` reports.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Exited {
+    /// The entry was inherited through `fork()`: its fds were restored, but its sink belongs to
+    /// the parent and must not be touched (no read, no truncate).
+    pub inherited: bool,
+    /// A `Sink::Follow` entry was still following the redirect that just ended; it now follows
+    /// the restored fd.
+    pub orphaned_followers: bool,
+}
+
+struct Entry {
+    id: u64,
+    /// The fork generation the entry was made in.
+    generation: u64,
+    /// The fd as it was before this entry; `None` when it was closed.
+    saved: Option<OwnedFd>,
+    /// For `Sink::Follow`: the fd followed and the id of its entry that was current at enter.
+    follows: Option<(RawFd, Option<u64>)>,
+}
+
+struct Stack {
+    fd: RawFd,
+    entries: Vec<Entry>,
+}
+
+pub(crate) struct Stacks(Vec<Stack>);
+
+static STACKS: Mutex<Stacks> = Mutex::new(Stacks(Vec::new()));
+static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+/// Bumped in every forked child, so entries made before the fork are recognised there.
+static GENERATION: AtomicU64 = AtomicU64::new(0);
+
+pub(crate) fn lock_stacks() -> MutexGuard<'static, Stacks> {
+    STACKS.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+pub(crate) fn forked_child() {
+    GENERATION.fetch_add(1, Ordering::SeqCst);
+}
+
+impl Stacks {
+    fn stack(&mut self, fd: RawFd) -> &mut Vec<Entry> {
+        let index = self.0.iter().position(|s| s.fd == fd).unwrap_or_else(|| {
+            self.0.push(Stack {
+                fd,
+                entries: Vec::new(),
+            });
+            self.0.len() - 1
+        });
+        &mut self.0[index].entries
+    }
+
+    fn top_id(&mut self, fd: RawFd) -> Option<u64> {
+        self.stack(fd).last().map(|e| e.id)
+    }
+}
+
+/// Open the sink: the fd to `dup2` from, and the fd to keep for the caller (capture only).
+fn open_sink(fd: RawFd, sink: &Sink<'_>) -> Result<(Option<OwnedFd>, RawFd), Error> {
+    let opened = match sink {
+        Sink::Fd(target) | Sink::Follow(target) => {
+            let target = *target;
+            let mode = sys::access_mode(target).map_err(|e| Error::os(e, Subject::Fd(target)))?;
+            if mode == libc::O_RDONLY {
+                return Err(Error::ReadOnly(target));
+            }
+            return Ok((None, target));
+        }
+        Sink::Capture => capture::create()?,
+        Sink::Path(path) => sys::open_for_append(path).map_err(|e| {
+            let path = std::path::PathBuf::from(std::ffi::OsStr::from_bytes(path.to_bytes()));
+            Error::os(e, Subject::Path(path))
+        })?,
+        Sink::DevNull => sys::open_devnull()?,
+    };
+    if opened.as_raw_fd() == fd {
+        // `fd` was closed and the open reused its number: it already points at the sink.
+        // Keep it there, and hold a second copy so that dropping ours leaves `fd` alone.
+        let copy = sys::dup_above_stdio(fd)?;
+        let _already_in_place = std::os::fd::IntoRawFd::into_raw_fd(opened);
+        return Ok((Some(copy), fd));
+    }
+    let raw = opened.as_raw_fd();
+    Ok((Some(opened), raw))
+}
+
+/// Point `fd` at `sink`. On any failure nothing has changed.
+pub fn enter(fd: RawFd, sink: &Sink<'_>) -> Result<Entered, Error> {
+    flush::line_buffer_terminal_stdout();
+    flush::flush_native();
+    let mut stacks = lock_stacks();
+    let saved = sys::save(fd)?;
+    let (opened, source) = open_sink(fd, sink)?;
+    sys::dup2(source, fd)?;
+    let follows = match sink {
+        Sink::Follow(target) => Some((*target, stacks.top_id(*target))),
+        _ => None,
+    };
+    let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
+    let generation = GENERATION.load(Ordering::SeqCst);
+    stacks.stack(fd).push(Entry {
+        id,
+        generation,
+        saved,
+        follows,
+    });
+    // Only the memory file is kept: a path's or /dev/null's fd is now fd `fd` itself.
+    let capture = opened.filter(|_| matches!(sink, Sink::Capture));
+    Ok(Entered { id, capture })
+}
+
+/// Restore `fd` from the entry `id`. Never leaves a dead fd: the fd points where it did before
+/// the entry, or, when the entry is not the newest, the newer entry takes over its saved copy.
+pub fn exit(fd: RawFd, id: u64) -> Result<Exited, Error> {
+    flush::flush_native();
+    let mut stacks = lock_stacks();
+    let stack = stacks.stack(fd);
+    let index = stack.iter().position(|e| e.id == id).ok_or(Error::NotActive)?;
+    let entry = stack.remove(index);
+    let inherited = entry.generation != GENERATION.load(Ordering::SeqCst);
+    let mut result = Ok(());
+    if index == stack.len() {
+        if let Some(saved) = &entry.saved {
+            result = sys::dup2(saved.as_raw_fd(), fd);
+        } else {
+            sys::close(fd);
+        }
+    } else {
+        // The newer entry saved a copy of *our* sink; it must restore what we saved instead.
+        stack[index].saved = entry.saved;
+    }
+    let orphaned_followers = refollow(&mut stacks, fd, id)?;
+    result?;
+    Ok(Exited {
+        inherited,
+        orphaned_followers,
+    })
+}
+
+/// Entries elsewhere that follow `fd`'s entry `id` (`2>&1` made while it was current) point at
+/// its sink, which is going away: point them at what `fd` is now.
+fn refollow(stacks: &mut Stacks, fd: RawFd, id: u64) -> Result<bool, Error> {
+    let current = stacks.top_id(fd);
+    let mut found = false;
+    for stack in &mut stacks.0 {
+        let follower_fd = stack.fd;
+        for index in 0..stack.entries.len() {
+            if stack.entries[index].follows != Some((fd, Some(id))) {
+                continue;
+            }
+            found = true;
+            stack.entries[index].follows = Some((fd, current));
+            if index + 1 == stack.entries.len() {
+                sys::dup2(fd, follower_fd)?;
+            } else {
+                stack.entries[index + 1].saved = sys::save(fd)?;
+            }
+        }
+    }
+    Ok(found)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The stacks are process-wide and fd numbers are reused: one test at a time.
+    static SERIAL: Mutex<()> = Mutex::new(());
+
+    fn serial() -> MutexGuard<'static, ()> {
+        SERIAL.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The unit tests redirect a private fd, never 1 or 2 (cargo test's own output goes there).
+    fn private_fd() -> (OwnedFd, RawFd) {
+        let fd = sys::open_devnull().unwrap();
+        let raw = fd.as_raw_fd();
+        (fd, raw)
+    }
+
+    fn write(fd: RawFd, data: &[u8]) {
+        let mut written = 0;
+        sys::write_all(fd, data, &mut written).unwrap();
+    }
+
+    fn contents(fd: &OwnedFd) -> Vec<u8> {
+        let mut buf = vec![0; capture::size(fd).unwrap()];
+        capture::read_at(fd, &mut buf, 0).unwrap();
+        buf
+    }
+
+    #[test]
+    fn capture_then_restore() {
+        let _serial = serial();
+        let (_keep, fd) = private_fd();
+        let outer = enter(fd, &Sink::Capture).unwrap();
+        write(fd, b"inside");
+        assert_eq!(exit(fd, outer.id).unwrap(), Exited::default());
+        write(fd, b"after");
+        assert_eq!(contents(outer.capture.as_ref().unwrap()), b"inside");
+        assert!(matches!(exit(fd, outer.id), Err(Error::NotActive)));
+    }
+
+    #[test]
+    fn out_of_order_exit_relinks() {
+        let _serial = serial();
+        let (_keep, fd) = private_fd();
+        let first = enter(fd, &Sink::Capture).unwrap();
+        write(fd, b"1");
+        let second = enter(fd, &Sink::Capture).unwrap();
+        write(fd, b"2");
+        exit(fd, first.id).unwrap();
+        write(fd, b"still second");
+        exit(fd, second.id).unwrap();
+        write(fd, b"to devnull");
+        assert_eq!(contents(first.capture.as_ref().unwrap()), b"1");
+        assert_eq!(contents(second.capture.as_ref().unwrap()), b"2still second");
+    }
+
+    #[test]
+    fn closed_fd_is_closed_again() {
+        let _serial = serial();
+        let (keep, fd) = private_fd();
+        drop(keep);
+        let entered = enter(fd, &Sink::DevNull).unwrap();
+        assert!(sys::access_mode(fd).is_ok());
+        exit(fd, entered.id).unwrap();
+        assert!(sys::access_mode(fd).is_err());
+    }
+
+    #[test]
+    fn read_only_and_closed_targets_are_refused_without_change() {
+        let _serial = serial();
+        let (_keep, fd) = private_fd();
+        // SAFETY: a literal path; the fd is wrapped at once.
+        let read_only = unsafe { libc::open(c"/dev/null".as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC) };
+        assert!(matches!(enter(fd, &Sink::Fd(read_only)), Err(Error::ReadOnly(f)) if f == read_only));
+        sys::close(read_only);
+        match enter(fd, &Sink::Fd(read_only)) {
+            Err(Error::Os { err, subject }) => {
+                assert_eq!(err.raw_os_error(), Some(libc::EBADF));
+                assert_eq!(subject, Subject::Fd(read_only));
+            }
+            other => panic!("expected EBADF, got {other:?}"),
+        }
+        assert!(lock_stacks().stack(fd).is_empty());
+    }
+
+    #[test]
+    fn follower_keeps_following_when_followed_block_ends_first() {
+        let _serial = serial();
+        let (_keep_a, a) = private_fd();
+        let (_keep_b, b) = private_fd();
+        let captured_a = enter(a, &Sink::Capture).unwrap();
+        let merged = enter(b, &Sink::Follow(a)).unwrap();
+        write(b, b"merged ");
+        let exited = exit(a, captured_a.id).unwrap();
+        assert!(exited.orphaned_followers);
+        // b now follows what a points at again (/dev/null), not the finished capture.
+        write(b, b"later");
+        exit(b, merged.id).unwrap();
+        assert_eq!(contents(captured_a.capture.as_ref().unwrap()), b"merged ");
+    }
+}

@@ -1,0 +1,159 @@
+//! Thin wrappers over the file-descriptor syscalls the core uses. Every `unsafe` in the fd core
+//! that is not about libc's `FILE` objects lives here.
+
+use std::ffi::CStr;
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+
+/// The lowest number for the fds the library keeps: above 0–2 so they never get mistaken for a
+/// standard stream, and above the few low fds that programs tend to hard-code.
+const SAVED_FD_MIN: RawFd = 10;
+
+fn check(ret: libc::c_int) -> io::Result<libc::c_int> {
+    if ret < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(ret)
+    }
+}
+
+fn retry<T>(mut call: impl FnMut() -> io::Result<T>) -> io::Result<T> {
+    loop {
+        match call() {
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            other => return other,
+        }
+    }
+}
+
+/// A close-on-exec duplicate of `fd` numbered at least `min`.
+fn dup_at_least(fd: RawFd, min: RawFd) -> io::Result<OwnedFd> {
+    // SAFETY: F_DUPFD_CLOEXEC reads `fd` and returns a new descriptor that nobody else owns.
+    let new = retry(|| check(unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, min) }))?;
+    // SAFETY: `new` was just returned by fcntl and is owned by nothing else.
+    Ok(unsafe { OwnedFd::from_raw_fd(new) })
+}
+
+/// Save `fd` for later restoring: a close-on-exec copy at fd >= 10, or at >= 3 when
+/// `RLIMIT_NOFILE` is too small for that (fcntl answers EINVAL). `Ok(None)` when `fd` is closed.
+pub fn save(fd: RawFd) -> io::Result<Option<OwnedFd>> {
+    match dup_at_least(fd, SAVED_FD_MIN) {
+        Ok(saved) => Ok(Some(saved)),
+        Err(e) if e.raw_os_error() == Some(libc::EBADF) => Ok(None),
+        Err(e) if e.raw_os_error() == Some(libc::EINVAL) => match dup_at_least(fd, 3) {
+            Ok(saved) => Ok(Some(saved)),
+            Err(e) if e.raw_os_error() == Some(libc::EBADF) => Ok(None),
+            Err(e) => Err(e),
+        },
+        Err(e) => Err(e),
+    }
+}
+
+/// Duplicate `fd` above the standard streams (used for sinks, whose number must never be 0–2:
+/// when fd 1 is closed, a fresh open would otherwise land on it).
+pub fn dup_above_stdio(fd: RawFd) -> io::Result<OwnedFd> {
+    dup_at_least(fd, 3)
+}
+
+/// Make sure an fd we own is above 0–2, moving it if needed.
+pub fn lift_above_stdio(fd: OwnedFd) -> io::Result<OwnedFd> {
+    if fd.as_raw_fd() > 2 {
+        Ok(fd)
+    } else {
+        dup_above_stdio(fd.as_raw_fd())
+    }
+}
+
+/// `dup2(src, dst)`, retried on EINTR and on EBUSY (a race with open/dup in another thread).
+pub fn dup2(src: RawFd, dst: RawFd) -> io::Result<()> {
+    loop {
+        // SAFETY: dup2 only changes the fd table entry `dst`, which the caller has decided to replace.
+        match check(unsafe { libc::dup2(src, dst) }) {
+            Ok(_) => return Ok(()),
+            Err(e) if matches!(e.raw_os_error(), Some(libc::EINTR | libc::EBUSY)) => {}
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Close an fd the library does not own as an `OwnedFd` (fd 1/2 when they were closed before).
+pub fn close(fd: RawFd) {
+    // SAFETY: the caller restores "fd was closed"; nothing in this process owns `fd` as an object.
+    unsafe { libc::close(fd) };
+}
+
+/// `O_ACCMODE` bits of `fd`: `Err(EBADF)` when closed.
+pub fn access_mode(fd: RawFd) -> io::Result<libc::c_int> {
+    // SAFETY: F_GETFL only reads the status flags of `fd`.
+    Ok(check(unsafe { libc::fcntl(fd, libc::F_GETFL) })? & libc::O_ACCMODE)
+}
+
+/// Open `path` for the redirect: created, truncated, then appended to (`O_APPEND`), so two
+/// blocks writing one file never overwrite each other's bytes.
+pub fn open_for_append(path: &CStr) -> io::Result<OwnedFd> {
+    let flags = libc::O_WRONLY | libc::O_CREAT | libc::O_TRUNC | libc::O_APPEND | libc::O_CLOEXEC;
+    // SAFETY: `path` is a valid NUL-terminated string; open returns a new fd we own.
+    let fd = retry(|| check(unsafe { libc::open(path.as_ptr(), flags, 0o666) }))?;
+    // SAFETY: `fd` was just returned by open.
+    lift_above_stdio(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+pub fn open_devnull() -> io::Result<OwnedFd> {
+    let fd = retry(|| {
+        // SAFETY: a literal path; open returns a new fd we own.
+        check(unsafe { libc::open(c"/dev/null".as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC) })
+    })?;
+    // SAFETY: `fd` was just returned by open.
+    lift_above_stdio(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+pub fn isatty(fd: RawFd) -> bool {
+    // SAFETY: isatty only queries `fd`.
+    unsafe { libc::isatty(fd) == 1 }
+}
+
+/// `write(2)` all of `data`, retrying short writes. EINTR is returned to the caller, which may
+/// want to run signal handlers; `written` says how far it got.
+pub fn write_all(fd: RawFd, data: &[u8], written: &mut usize) -> io::Result<()> {
+    while *written < data.len() {
+        let rest = &data[*written..];
+        // SAFETY: `rest` is a valid readable slice for its whole length.
+        let n = unsafe { libc::write(fd, rest.as_ptr().cast(), rest.len()) };
+        if n < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        *written += n as usize;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn save_returns_none_for_closed_fd() {
+        let probe = open_devnull().unwrap();
+        let raw = probe.as_raw_fd();
+        drop(probe);
+        assert!(save(raw).unwrap().is_none());
+    }
+
+    #[test]
+    fn saved_fds_are_high_and_cloexec() {
+        let saved = save(0).unwrap().unwrap();
+        assert!(saved.as_raw_fd() >= SAVED_FD_MIN);
+        // SAFETY: F_GETFD only reads the fd flags.
+        let flags = unsafe { libc::fcntl(saved.as_raw_fd(), libc::F_GETFD) };
+        assert_eq!(flags & libc::FD_CLOEXEC, libc::FD_CLOEXEC);
+    }
+
+    #[test]
+    fn access_mode_reports_ebadf_for_closed_fd() {
+        let probe = open_devnull().unwrap();
+        let raw = probe.as_raw_fd();
+        assert_eq!(access_mode(raw).unwrap(), libc::O_WRONLY);
+        drop(probe);
+        assert_eq!(access_mode(raw).unwrap_err().raw_os_error(), Some(libc::EBADF));
+    }
+}
