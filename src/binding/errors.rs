@@ -14,7 +14,7 @@ pub fn to_pyerr(err: Error) -> PyErr {
                 match subject {
                     Subject::Nothing => PyOSError::new_err((errno, message)),
                     Subject::Fd(fd) => PyOSError::new_err((errno, format!("{message}: fd {fd}"))),
-                    Subject::Path(path) => PyOSError::new_err((errno, message, path)),
+                    Subject::Path(path) => PyOSError::new_err((errno, message, path.into_os_string())),
                 }
             }
             None => PyOSError::new_err(err.to_string()),

@@ -1,0 +1,218 @@
+"""Nesting, overlapping threads, reuse of one instance, decorators and async with."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+from conftest import run_ok
+
+from fdredirect import DEVNULL, STDOUT, redirect_stderr_fd, redirect_stdout_fd
+from fdredirect.testing import c_printf, c_write
+
+
+def test_nested_mix_of_targets_restores_each_level(tmp_path: Path, unbuffered: bool) -> None:
+    log = tmp_path / "mid.log"
+    child = run_ok(
+        f"""
+import sys
+from fdredirect import redirect_stdout_fd, DEVNULL
+from fdredirect.testing import c_printf
+print("top 1")
+with redirect_stdout_fd() as outer:
+    c_printf("outer 1\\n")
+    with redirect_stdout_fd({str(log)!r}):
+        c_printf("file 1\\n")
+        with redirect_stdout_fd(DEVNULL):
+            print("nowhere")
+            with redirect_stdout_fd() as inner:
+                c_printf("inner\\n")
+            c_printf("nowhere either\\n")
+        print("file 2")
+    c_printf("outer 2\\n")
+print("top 2")
+sys.__stderr__.write(repr((outer.getvalue(), inner.getvalue())) + "\\n")
+""",
+        unbuffered=unbuffered,
+    )
+    assert child.out == b"top 1\ntop 2\n"
+    assert child.err.strip() == repr(("outer 1\nouter 2\n", "inner\n")).encode()
+    assert log.read_text() == "file 1\nfile 2\n"
+
+
+def test_one_instance_reused_and_nested() -> None:
+    redirect = redirect_stdout_fd()
+    with redirect as first:
+        c_write(1, "a")
+        with redirect as second:
+            c_write(1, "b")
+        c_write(1, "c")
+    with redirect as third:
+        c_write(1, "d")
+    assert (first.getvalue(), second.getvalue(), third.getvalue()) == ("ac", "b", "d")
+
+
+def test_threads_exiting_out_of_order_lose_nothing(unbuffered: bool) -> None:
+    child = run_ok(
+        """
+import sys, threading
+from fdredirect import redirect_stdout_fd
+from fdredirect.testing import c_write
+a_entered, b_entered, a_left = threading.Event(), threading.Event(), threading.Event()
+results = {}
+def a():
+    with redirect_stdout_fd() as out:
+        c_write(1, "a1 ")
+        a_entered.set(); b_entered.wait()
+        c_write(1, "a2 ")   # fd 1 is b's capture now: lands there
+    results["a"] = out.getvalue()
+    a_left.set()
+def b():
+    a_entered.wait()
+    with redirect_stdout_fd() as out:
+        c_write(1, "b1 ")
+        b_entered.set(); a_left.wait()
+        c_write(1, "b2 ")   # a left first; fd 1 must still be b's capture
+    results["b"] = out.getvalue()
+ts = [threading.Thread(target=a), threading.Thread(target=b)]
+for t in ts: t.start()
+for t in ts: t.join()
+c_write(1, "after\\n")
+print(sys.stdout is sys.__stdout__)
+sys.__stderr__.write(repr(results) + "\\n")
+""",
+        unbuffered=unbuffered,
+    )
+    assert child.out == b"after\nTrue\n"
+    results = eval(child.err.strip())  # noqa: S307 - our own repr()
+    assert results == {"a": "a1 ", "b": "b1 a2 b2 "}
+
+
+def test_many_threads_overlapping_keep_fd_sane() -> None:
+    # The writers hold the GIL, so no write() is still in flight in the kernel when another
+    # thread's block ends (that one write would land in the ended block's sink: README, Limits).
+    child = run_ok(
+        """
+import os, sys, threading, random
+from fdredirect import redirect_stdout_fd
+from fdredirect.testing import c_write
+inode = os.fstat(1).st_ino
+total = []
+def worker(n):
+    for i in range(300):
+        with redirect_stdout_fd() as out:
+            c_write(1, f"{n}.{i};", hold_gil=True)
+        total.append(out.getvalue())
+ts = [threading.Thread(target=worker, args=(n,)) for n in range(4)]
+for t in ts: t.start()
+for t in ts: t.join()
+assert os.fstat(1).st_ino == inode
+assert sys.stdout is sys.__stdout__
+every = "".join(total)
+# every byte written is in exactly one capture
+assert sorted(every.split(";")[:-1] if every.endswith(";") else every.split(";")) == sorted(
+    [f"{n}.{i}" for n in range(4) for i in range(300)]), every[:200]
+print("ok")
+"""
+    )
+    assert child.out == b"ok\n"
+
+
+def test_stdout_left_before_merged_stderr_raises_after_restoring_both() -> None:
+    child = run_ok(
+        """
+import os, sys
+from fdredirect import redirect_stdout_fd, redirect_stderr_fd, STDOUT
+from fdredirect.testing import c_write
+out_block = redirect_stdout_fd()
+err_block = redirect_stderr_fd(STDOUT)
+out = out_block.__enter__()
+err_block.__enter__()
+c_write(2, "merged\\n")
+try:
+    out_block.__exit__(None, None, None)
+except RuntimeError as e:
+    sys.__stdout__.write("RAISED: " + str(e).split(";")[0] + "\\n")
+c_write(1, "stdout restored\\n")
+c_write(2, "stderr follows stdout\\n")
+err_block.__exit__(None, None, None)
+c_write(2, "stderr restored\\n")
+sys.__stdout__.write("CAPTURED: " + repr(out.getvalue()) + "\\n")
+"""
+    )
+    assert child.out == (
+        b"RAISED: the stdout redirect ended while a redirect_stderr_fd(STDOUT) entered inside it was still open\n"
+        b"stdout restored\nstderr follows stdout\nCAPTURED: 'merged\\n'\n"
+    )
+    assert child.err == b"stderr restored\n"
+
+
+def test_exit_without_enter_is_a_runtime_error() -> None:
+    redirect = redirect_stdout_fd()
+    with pytest.raises(RuntimeError, match="^__exit__ without a matching __enter__ in this thread$"):
+        redirect.__exit__(None, None, None)
+
+
+def test_exit_from_another_thread_is_refused_and_the_block_still_ends() -> None:
+    redirect = redirect_stdout_fd(DEVNULL)
+    redirect.__enter__()
+    errors: list[BaseException] = []
+
+    def other() -> None:
+        try:
+            redirect.__exit__(None, None, None)
+        except RuntimeError as e:
+            errors.append(e)
+
+    thread = threading.Thread(target=other)
+    thread.start()
+    thread.join()
+    redirect.__exit__(None, None, None)
+    assert len(errors) == 1
+
+
+def test_decorator_sync_and_async(tmp_path: Path) -> None:
+    log = tmp_path / "deco.log"
+
+    @redirect_stdout_fd(str(log))
+    def noisy(n: int) -> int:
+        c_printf(f"sync {n}\n")
+        return n * 2
+
+    @redirect_stdout_fd(str(log))
+    async def noisy_async(n: int) -> int:
+        await asyncio.sleep(0)
+        c_write(1, f"async {n}\n")
+        return n * 3
+
+    assert noisy.__name__ == "noisy"
+    assert noisy(2) == 4
+    assert log.read_text() == "sync 2\n"
+    assert asyncio.run(noisy_async(3)) == 9
+    assert log.read_text() == "async 3\n"  # each block truncates the file first
+
+
+def test_async_with() -> None:
+    async def main() -> str:
+        async with redirect_stdout_fd() as out:
+            c_write(1, "async block")
+        return out.getvalue()  # type: ignore[no-any-return]
+
+    assert asyncio.run(main()) == "async block"
+
+
+def test_stdout_to_stderr_chain_in_process() -> None:
+    with redirect_stderr_fd() as err, redirect_stdout_fd(2):
+        print("to fd 1")
+        print("to fd 2", file=sys.stderr)
+    assert err.getvalue() == "to fd 1\nto fd 2\n"
+
+
+def test_merged_stderr_with_stdout_devnull_outer() -> None:
+    with redirect_stdout_fd(DEVNULL), redirect_stderr_fd(STDOUT):
+        c_write(2, "nowhere\n")
+    assert os.isatty(2) == os.isatty(2)  # fds still usable

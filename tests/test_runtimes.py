@@ -1,0 +1,70 @@
+"""C++ and Fortran runtimes: their buffers are flushed on every switch, found per loaded object."""
+
+from __future__ import annotations
+
+from conftest import Emitters, run_ok
+
+CODE = """
+import ctypes, sys
+from fdredirect import redirect_stdout_fd, redirect_stderr_fd
+cxx = ctypes.CDLL({cxx!r})
+fortran = ctypes.CDLL({fortran!r})
+{setup}
+print("py before")
+with redirect_stdout_fd() as out:
+    cxx.cxx_cout(b"cout inside\\n")
+    fortran.fortran_write(1)
+    cxx.cxx_cout(b"cout again\\n")
+with redirect_stderr_fd() as err:
+    cxx.cxx_clog(b"clog inside\\n")
+cxx.cxx_cout(b"cout after\\n")
+fortran.fortran_write(2)
+print("py after", flush=True)
+sys.__stderr__.write("OUT=" + repr(out.getvalue()) + "\\n" + "ERR=" + repr(err.getvalue()) + "\\n")
+"""
+
+
+def _run(emitters: Emitters, unbuffered: bool, setup: str = "") -> tuple[bytes, str, str]:
+    child = run_ok(
+        CODE.format(cxx=str(emitters.cxx), fortran=str(emitters.fortran), setup=setup), unbuffered=unbuffered
+    )
+    lines = child.err.decode().splitlines()
+    out = next(x for x in lines if x.startswith("OUT="))[4:]
+    err = next(x for x in lines if x.startswith("ERR="))[4:]
+    return child.out, out, err
+
+
+def test_cout_clog_and_fortran_are_flushed_into_the_block(emitters: Emitters, unbuffered: bool) -> None:
+    real, out, err = _run(emitters, unbuffered)
+    # Fortran's unit 6 has its own buffer, flushed at the switch: its line comes after the C++
+    # lines written to libc's stdout, never outside the block.
+    assert sorted(eval(out).splitlines()) == ["cout again", "cout inside", "fortran line 1"]  # noqa: S307
+    assert eval(err) == "clog inside\n"  # noqa: S307
+    assert b"inside" not in real and b"again" not in real
+    assert b"py before\n" in real
+    # What is written after the blocks is flushed only at exit by the runtimes: all of it arrives.
+    assert sorted(real.decode().splitlines()) == ["cout after", "fortran line 2", "py after", "py before"]
+
+
+def test_cout_without_sync_with_stdio(emitters: Emitters, unbuffered: bool) -> None:
+    real, out, _ = _run(emitters, unbuffered, setup="cxx.cxx_unsync()")
+    assert sorted(eval(out).splitlines()) == ["cout again", "cout inside", "fortran line 1"]  # noqa: S307
+    assert b"inside" not in real
+
+
+def test_runtimes_loaded_after_the_first_switch_are_found(emitters: Emitters) -> None:
+    child = run_ok(
+        f"""
+import ctypes, sys
+from fdredirect import redirect_stdout_fd
+with redirect_stdout_fd():
+    pass
+cxx = ctypes.CDLL({str(emitters.cxx)!r})
+cxx.cxx_unsync()
+with redirect_stdout_fd() as out:
+    cxx.cxx_cout(b"late-loaded cout\\n")
+sys.__stderr__.write(repr(out.getvalue()) + "\\n")
+""",
+        unbuffered=False,
+    )
+    assert child.err.strip() == b"'late-loaded cout\\n'"
