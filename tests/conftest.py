@@ -8,7 +8,6 @@ import shutil
 import subprocess
 import sys
 import textwrap
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -78,11 +77,11 @@ def _build(compiler: str, source: Path, target: Path, *flags: str) -> None:
 
 
 @pytest.fixture(scope="session")
-def emitters(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Emitters]:
+def emitters(tmp_path_factory: pytest.TempPathFactory) -> Emitters:
     """C++ and Fortran writers as separate shared objects, built once per session."""
     native = Path(__file__).parent / "native"
     out = tmp_path_factory.mktemp("emitters")
     cxx, fortran = out / "libemit_cxx.so", out / "libemit_fortran.so"
     _build("g++", native / "emit_cxx.cpp", cxx)
     _build("gfortran", native / "emit_fortran.f90", fortran)
-    yield Emitters(cxx, fortran)
+    return Emitters(cxx, fortran)

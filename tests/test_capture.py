@@ -6,9 +6,9 @@ from __future__ import annotations
 import sys
 
 import pytest
-from conftest import run_ok
 
 import fdredirect
+from conftest import run_ok
 from fdredirect.testing import c_printf, c_write
 
 PRELUDE = """
@@ -22,7 +22,7 @@ def show(captured):
 
 def captured_of(child_err: bytes) -> bytes:
     line = next(x for x in child_err.splitlines() if x.startswith(b"CAPTURED="))
-    return eval(line[len(b"CAPTURED=") :])  # noqa: S307 - our own repr() of bytes
+    return eval(line[len(b"CAPTURED=") :])
 
 
 def test_every_writer_is_captured_and_nothing_else(unbuffered: bool) -> None:
@@ -46,7 +46,8 @@ show(out)
     for line in [b"py inside", b"c unflushed inside", b"c flushed inside", b"raw inside", b"child inside"]:
         assert line + b"\n" in got
     assert b"subprocess inside\n" in got
-    assert b"before" not in got and b"after" not in got
+    assert b"before" not in got
+    assert b"after" not in got
     assert child.out == b"py before\nc before\npy after\nc after\n"
 
 

@@ -9,8 +9,8 @@ import threading
 from pathlib import Path
 
 import pytest
-from conftest import run_ok
 
+from conftest import run_ok
 from fdredirect import DEVNULL, STDOUT, redirect_stderr_fd, redirect_stdout_fd
 from fdredirect.testing import c_printf, c_write
 
@@ -88,7 +88,7 @@ sys.__stderr__.write(repr(results) + "\\n")
         unbuffered=unbuffered,
     )
     assert child.out == b"after\nTrue\n"
-    results = eval(child.err.strip())  # noqa: S307 - our own repr()
+    results = eval(child.err.strip())
     assert results == {"a": "a1 ", "b": "b1 a2 b2 "}
 
 
@@ -153,7 +153,7 @@ sys.__stdout__.write("CAPTURED: " + repr(out.getvalue()) + "\\n")
 
 def test_exit_without_enter_is_a_runtime_error() -> None:
     redirect = redirect_stdout_fd()
-    with pytest.raises(RuntimeError, match="^__exit__ without a matching __enter__ in this thread$"):
+    with pytest.raises(RuntimeError, match=r"^__exit__ without a matching __enter__ in this thread$"):
         redirect.__exit__(None, None, None)
 
 

@@ -11,6 +11,7 @@ import textwrap
 import time
 
 import pytest
+
 from conftest import run_ok
 
 
@@ -34,7 +35,7 @@ sys.__stderr__.write(repr((os.WEXITSTATUS(status), out.getvalue())) + "\\n")
 """,
         unbuffered=unbuffered,
     )
-    status, captured = eval(child.err.strip())  # noqa: S307
+    status, captured = eval(child.err.strip())
     assert status == 0
     assert captured == "parent before fork\nchild inside\nparent after fork\n"
 
@@ -61,7 +62,7 @@ sys.__stderr__.write(repr((os.WEXITSTATUS(status), out.getvalue())) + "\\n")
 """,
         unbuffered=unbuffered,
     )
-    status, captured = eval(child.err.strip())  # noqa: S307
+    status, captured = eval(child.err.strip())
     assert status == 0
     assert captured == "parent 1\nchild in block\nparent 2\n"
     assert child.out == b"child after block\n"
@@ -81,7 +82,7 @@ bg.wait()
 sys.__stderr__.write(repr((took, out.getvalue())) + "\\n")
 """
     )
-    took, captured = eval(child.err.strip())  # noqa: S307
+    took, captured = eval(child.err.strip())
     assert took < 1.0
     assert captured == "inside\n"  # late output of a capture's child is dropped (documented)
     assert b"late" not in child.out
@@ -105,7 +106,7 @@ sys.__stderr__.write(repr((state, out.getvalue())) + "\\n")
 """,
         unbuffered=unbuffered,
     )
-    assert eval(child.err.strip()) == ("closed", "works while closed\n")  # noqa: S307
+    assert eval(child.err.strip()) == ("closed", "works while closed\n")
 
 
 def test_c_stdout_first_used_inside_a_block_stays_line_buffered_on_a_terminal() -> None:
@@ -183,6 +184,6 @@ sys.__stderr__.write(repr((ok, (peak - base) / size)) + "\\n")
 """,
         timeout=300,
     )
-    ok, ratio = eval(child.err.strip())  # noqa: S307
+    ok, ratio = eval(child.err.strip())
     assert ok
     assert ratio < 1.3, ratio

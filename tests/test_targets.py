@@ -11,10 +11,10 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import open_fds, run_ok
 
+from conftest import open_fds, run_ok
 from fdredirect import DEVNULL, STDOUT, redirect_stderr_fd, redirect_stdout_fd
-from fdredirect.testing import c_printf, c_write
+from fdredirect.testing import c_write
 
 
 def test_constants_equal_subprocess() -> None:
@@ -70,9 +70,8 @@ def test_file_object_targets_are_flushed_first(tmp_path: Path) -> None:
             c_write(1, "native\n")
         assert returned is text
     assert (tmp_path / "t.txt").read_text() == "already buffered\nnative\n"
-    with open(tmp_path / "b.bin", "wb", buffering=0) as raw:
-        with redirect_stderr_fd(raw):
-            c_write(2, b"raw\n")
+    with open(tmp_path / "b.bin", "wb", buffering=0) as raw, redirect_stderr_fd(raw):
+        c_write(2, b"raw\n")
     assert (tmp_path / "b.bin").read_bytes() == b"raw\n"
 
 
@@ -103,7 +102,9 @@ class HasWrite:
 )
 def test_live_targets_are_not_yet_accepted(target: object) -> None:
     before = open_fds()
-    with pytest.raises(TypeError, match=r"^live targets \(file-like objects, callables, loggers\) are not supported yet"):
+    with pytest.raises(
+        TypeError, match=r"^live targets \(file-like objects, callables, loggers\) are not supported yet"
+    ):
         redirect_stdout_fd(target)
     assert open_fds() == before
 
@@ -129,11 +130,11 @@ def test_other_negative_ints_are_value_errors(target: int) -> None:
 
 
 def test_unknown_encoding_and_errors() -> None:
-    with pytest.raises(LookupError, match="unknown encoding: no-such-codec"):
+    with pytest.raises(LookupError, match=r"unknown encoding: no-such-codec"):
         redirect_stdout_fd(encoding="no-such-codec")
-    with pytest.raises(LookupError, match="unknown error handler name 'nope'"):
+    with pytest.raises(LookupError, match=r"unknown error handler name 'nope'"):
         redirect_stdout_fd(errors="nope")
-    with pytest.raises(TypeError, match="^encoding must be a str or None, not int"):
+    with pytest.raises(TypeError, match=r"^encoding must be a str or None, not int"):
         redirect_stdout_fd(encoding=8)  # type: ignore[arg-type]
 
 
@@ -182,7 +183,7 @@ def test_read_only_fd_is_ebadf_with_the_fd(tmp_path: Path) -> None:
     (tmp_path / "r").write_text("x")
     with open(tmp_path / "r", "rb") as f:
         before = _stdout_state()
-        with pytest.raises(OSError, match=rf"^\[Errno 9\] fd {f.fileno()} is open read-only") as info:
+        with pytest.raises(OSError, match=rf"^\[Errno 9\] fd {f.fileno()} is open read-only") as info:  # noqa: SIM117
             with redirect_stdout_fd(f.fileno()):
                 pass
         assert info.value.errno == errno.EBADF
@@ -192,7 +193,7 @@ def test_read_only_fd_is_ebadf_with_the_fd(tmp_path: Path) -> None:
 def test_closed_file_object_is_a_value_error(tmp_path: Path) -> None:
     f = open(tmp_path / "c", "w")  # noqa: SIM115
     f.close()
-    with pytest.raises(ValueError, match="is closed$"):
+    with pytest.raises(ValueError, match=r"is closed$"):
         redirect_stdout_fd(f)
 
 
@@ -206,7 +207,7 @@ def test_objects_with_a_fileno_that_are_not_real_files_are_not_file_targets() ->
         def fileno(self) -> int:
             return 1
 
-    with pytest.raises(TypeError, match="^live targets"):
+    with pytest.raises(TypeError, match=r"^live targets"):
         redirect_stdout_fd(KernelLikeStream())
 
 

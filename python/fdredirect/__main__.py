@@ -31,9 +31,9 @@ def _caught_by_contextlib(stream: str, write: Callable[[str], object], marker: s
     outer = redirect_stdout_fd if stream == "stdout" else redirect_stderr_fd
     inner = contextlib.redirect_stdout if stream == "stdout" else contextlib.redirect_stderr
     buffer = io.StringIO()
-    with outer():  # swallows whatever contextlib lets through
-        with inner(buffer):
-            write(marker)
+    # The outer block swallows whatever contextlib lets through.
+    with outer(), inner(buffer):
+        write(marker)
     return marker in buffer.getvalue()
 
 

@@ -3,7 +3,7 @@
 from types import TracebackType
 from typing import Any, final
 
-from typing_extensions import Self
+from typing_extensions import Self, disjoint_base
 
 __all__ = [
     "KIND_CAPTURE",
@@ -32,6 +32,7 @@ KIND_FILE: int
 KIND_DEVNULL: int
 KIND_STDOUT: int
 
+@disjoint_base
 class Redirect:
     """One redirect of fd 1 or 2; ``__enter__`` and ``__exit__`` are one native call each.
 
@@ -47,7 +48,7 @@ class Redirect:
         ValueError: fd is not 1 or 2, an unknown kind, ``KIND_STDOUT`` for fd 1, a NUL in the path.
     """
 
-    def __new__(cls, fd: int, kind: int, arg: Any, target: Any, encoding: str | None, errors: str, /) -> Self: ...
+    def __new__(cls, fd: int, kind: int, arg: Any, target: Any, encoding: str | None, errors: str) -> Self: ...
     def __enter__(self) -> Any:
         """Flush, switch the fd, point ``sys.stdout``/``sys.stderr`` at the native writer.
 
@@ -62,7 +63,6 @@ class Redirect:
         exc_type: type[BaseException] | None,
         exc: BaseException | None,
         tb: TracebackType | None,
-        /,
     ) -> bool:
         """Flush, restore the fd, read back a capture. Never suppresses the exception.
 
@@ -88,8 +88,8 @@ class Captured:
 class FdWriter:
     """The write-through stand-in for ``sys.stdout``/``sys.stderr`` inside a block."""
 
-    def write(self, data: str | bytes | bytearray | memoryview, /) -> int: ...
-    def writelines(self, lines: Any, /) -> None: ...
+    def write(self, data: str | bytes | bytearray | memoryview) -> int: ...
+    def writelines(self, lines: Any) -> None: ...
     def flush(self) -> None: ...
     def close(self) -> None: ...
     def fileno(self) -> int: ...
@@ -118,14 +118,14 @@ def flush_all() -> None:
     """Flush ``sys.stdout``/``sys.stderr`` (and ``__stdout__``/``__stderr__``), libc's stdout and
     stderr, and every loaded libstdc++ and libgfortran."""
 
-def c_printf(text: bytes, flush: bool, /) -> int:
+def c_printf(text: bytes, flush: bool) -> int:
     """``printf`` into libc's buffered stdout, holding the GIL. Raises OSError on a failed flush."""
 
-def c_fprintf_stderr(text: bytes, /) -> int:
+def c_fprintf_stderr(text: bytes) -> int:
     """``fprintf(stderr, ...)``."""
 
-def c_write(fd: int, data: bytes, hold_gil: bool, /) -> int:
+def c_write(fd: int, data: bytes, hold_gil: bool) -> int:
     """``write(2)`` all of ``data``. Raises OSError with the errno."""
 
-def c_emit(fd: int, nbytes: int, chunk: int, hold_gil: bool, /) -> int:
+def c_emit(fd: int, nbytes: int, chunk: int, hold_gil: bool) -> int:
     """``write(2)`` ``nbytes`` of the test pattern in ``chunk``-byte writes. Raises OSError."""

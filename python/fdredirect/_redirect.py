@@ -6,10 +6,13 @@ from __future__ import annotations
 import functools
 import inspect
 from types import TracebackType
-from typing import Any, Callable, TypeVar, cast
+from typing import TYPE_CHECKING, Any, Callable, TypeVar, cast
 
 from . import _native
 from ._targets import check_codec, classify
+
+if TYPE_CHECKING:
+    from typing_extensions import Self
 
 _F = TypeVar("_F", bound=Callable[..., Any])
 
@@ -20,7 +23,7 @@ class _RedirectFd(_native.Redirect):
     _FD = 0
     _STREAM = ""
 
-    def __new__(cls, target: object = None, *, encoding: str | None = "utf-8", errors: str = "replace") -> Any:
+    def __new__(cls, target: object = None, *, encoding: str | None = "utf-8", errors: str = "replace") -> Self:
         kind, arg = classify(target, cls._STREAM)
         check_codec(encoding, errors)
         return super().__new__(cls, cls._FD, kind, arg, target, encoding, errors)

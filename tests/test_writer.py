@@ -1,0 +1,75 @@
+"""The Python-level writer that stands in for sys.stdout/sys.stderr inside a block."""
+
+from __future__ import annotations
+
+import io
+import sys
+
+import pytest
+
+from fdredirect import redirect_stderr_fd, redirect_stdout_fd
+
+
+def test_sys_stdout_is_restored_after_the_outermost_block() -> None:
+    before_out, before_err = sys.stdout, sys.stderr
+    with redirect_stdout_fd():
+        inside = sys.stdout
+        assert inside is not before_out
+        assert sys.stderr is before_err
+        with redirect_stdout_fd():
+            assert sys.stdout is inside  # one writer per fd, reused
+        assert sys.stdout is inside
+    assert sys.stdout is before_out
+
+
+def test_a_user_replacement_made_inside_the_block_is_respected() -> None:
+    before = sys.stdout
+    mine = io.StringIO()
+    with redirect_stdout_fd():
+        sys.stdout = mine
+    try:
+        assert sys.stdout is mine
+    finally:
+        sys.stdout = before
+
+
+def test_writer_behaves_like_a_text_stream() -> None:
+    with redirect_stdout_fd() as out:
+        writer = sys.stdout
+        assert writer.write("text ") == 5
+        assert writer.buffer.write(b"bytes ") == 6
+        assert writer.write(bytearray(b"bytearray ")) == 10
+        assert writer.write(memoryview(b"view ")) == 5
+        writer.writelines(["a", "b\n"])
+        writer.flush()
+        writer.close()  # a no-op: later prints must still work
+        print("still open")
+        assert writer.fileno() == 1
+        assert writer.writable()
+        assert not writer.readable()
+        assert not writer.seekable()
+        assert not writer.closed
+        assert writer.encoding == "utf-8"
+        assert writer.isatty() is False
+        with pytest.raises(TypeError, match=r"memoryview: a bytes-like object is required, not 'int'"):
+            writer.write(5)
+    assert out.getvalue() == "text bytes bytearray view ab\nstill open\n"
+
+
+def test_unencodable_text_never_fails_a_print() -> None:
+    with redirect_stdout_fd(encoding=None) as out:
+        print("lone surrogate \udcff")
+    assert out.getbytes() == b"lone surrogate \\udcff\n"
+    with redirect_stdout_fd(encoding="ascii") as ascii_out:
+        print("caf\u00e9")
+        assert sys.stdout.encoding == "ascii"
+    assert ascii_out.getvalue() == "caf\\xe9\n"
+
+
+def test_writer_encoding_follows_the_innermost_block() -> None:
+    with redirect_stderr_fd(encoding="latin-1") as outer:
+        with redirect_stderr_fd() as inner:
+            print("\u00e9", file=sys.stderr)
+        print("\u00e9", file=sys.stderr)
+    assert inner.getbytes() == b"\xc3\xa9\n"
+    assert outer.getbytes() == b"\xe9\n"
