@@ -3,9 +3,11 @@
 
 mod binding;
 mod capture;
+mod decode;
 mod error;
 mod flush;
 mod fork;
+mod reader;
 mod stack;
 mod sys;
 
@@ -19,6 +21,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<binding::captured::Captured>()?;
     m.add_class::<binding::streams::FdWriter>()?;
     m.add_function(wrap_pyfunction!(binding::flush_all, m)?)?;
+    m.add_function(wrap_pyfunction!(binding::shutdown, m)?)?;
     for (name, kind) in [
         ("KIND_CAPTURE", binding::redirect::KIND_CAPTURE),
         ("KIND_FD", binding::redirect::KIND_FD),
@@ -26,6 +29,10 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
         ("KIND_FILE", binding::redirect::KIND_FILE),
         ("KIND_DEVNULL", binding::redirect::KIND_DEVNULL),
         ("KIND_STDOUT", binding::redirect::KIND_STDOUT),
+        ("KIND_TEXT_STREAM", binding::redirect::KIND_TEXT_STREAM),
+        ("KIND_BYTES_STREAM", binding::redirect::KIND_BYTES_STREAM),
+        ("KIND_CALLABLE", binding::redirect::KIND_CALLABLE),
+        ("KIND_LOGGER", binding::redirect::KIND_LOGGER),
     ] {
         m.add(name, kind)?;
     }

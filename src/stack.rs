@@ -35,10 +35,12 @@ pub struct Entered {
     pub id: u64,
     /// The memory file, for `Sink::Capture`.
     pub capture: Option<OwnedFd>,
+    /// With `keep_original`: a copy of where the fd pointed before (for tee); `None` if it was closed.
+    pub original: Option<OwnedFd>,
 }
 
 /// What `exit` reports.
-#[derive(Debug, Default, PartialEq, Eq)]
+#[derive(Debug, Default)]
 pub struct Exited {
     /// The entry was inherited through `fork()`: its fds were restored, but its sink belongs to
     /// the parent and must not be touched (no read, no truncate).
@@ -46,6 +48,8 @@ pub struct Exited {
     /// A `Sink::Follow` entry was still following the redirect that just ended; it now follows
     /// the restored fd.
     pub orphaned_followers: bool,
+    /// With `keep_restored`: a copy of where the fd points now (for late output).
+    pub restored: Option<OwnedFd>,
 }
 
 struct Entry {
@@ -72,6 +76,11 @@ static GENERATION: AtomicU64 = AtomicU64::new(0);
 
 pub(crate) fn lock_stacks() -> MutexGuard<'static, Stacks> {
     STACKS.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// The current fork generation: changes in every forked child.
+pub fn generation() -> u64 {
+    GENERATION.load(Ordering::SeqCst)
 }
 
 pub(crate) fn forked_child() {
@@ -124,12 +133,25 @@ fn open_sink(fd: RawFd, sink: &Sink<'_>) -> Result<(Option<OwnedFd>, RawFd), Err
     Ok((Some(opened), raw))
 }
 
+/// An fd for `sink` that the caller owns, for a reader to write to (tee): the memory file, the
+/// opened path or /dev/null, or a copy of the target fd.
+pub fn open_target(sink: &Sink<'_>) -> Result<OwnedFd, Error> {
+    match open_sink(-1, sink)? {
+        (Some(opened), _) => Ok(opened),
+        (None, target) => Ok(sys::dup_above_stdio(target).map_err(|e| Error::os(e, Subject::Fd(target)))?),
+    }
+}
+
 /// Point `fd` at `sink`. On any failure nothing has changed.
-pub fn enter(fd: RawFd, sink: &Sink<'_>) -> Result<Entered, Error> {
+pub fn enter(fd: RawFd, sink: &Sink<'_>, keep_original: bool) -> Result<Entered, Error> {
     flush::line_buffer_terminal_stdout();
     flush::flush_native();
     let mut stacks = lock_stacks();
     let saved = sys::save(fd)?;
+    let original = match (&saved, keep_original) {
+        (Some(saved), true) => Some(sys::dup_above_stdio(saved.as_raw_fd())?),
+        _ => None,
+    };
     let (opened, source) = open_sink(fd, sink)?;
     sys::dup2(source, fd)?;
     let follows = match sink {
@@ -146,18 +168,24 @@ pub fn enter(fd: RawFd, sink: &Sink<'_>) -> Result<Entered, Error> {
     });
     // Only the memory file is kept: a path's or /dev/null's fd is now fd `fd` itself.
     let capture = opened.filter(|_| matches!(sink, Sink::Capture));
-    Ok(Entered { id, capture })
+    Ok(Entered { id, capture, original })
 }
 
 /// Restore `fd` from the entry `id`. Never leaves a dead fd: the fd points where it did before
 /// the entry, or, when the entry is not the newest, the newer entry takes over its saved copy.
-pub fn exit(fd: RawFd, id: u64) -> Result<Exited, Error> {
+pub fn exit(fd: RawFd, id: u64, keep_restored: bool) -> Result<Exited, Error> {
     flush::flush_native();
     let mut stacks = lock_stacks();
     let stack = stacks.stack(fd);
     let index = stack.iter().position(|e| e.id == id).ok_or(Error::NotActive)?;
     let entry = stack.remove(index);
     let inherited = entry.generation != GENERATION.load(Ordering::SeqCst);
+    // Where this block's output goes from now on: late output is sent there. Best effort (a full
+    // fd table only costs the late output): the restore below must happen whatever this does.
+    let restored = match (&entry.saved, keep_restored) {
+        (Some(saved), true) => sys::dup_above_stdio(saved.as_raw_fd()).ok(),
+        _ => None,
+    };
     let mut result = Ok(());
     if index == stack.len() {
         if let Some(saved) = &entry.saved {
@@ -174,6 +202,7 @@ pub fn exit(fd: RawFd, id: u64) -> Result<Exited, Error> {
     Ok(Exited {
         inherited,
         orphaned_followers,
+        restored,
     })
 }
 
@@ -233,25 +262,26 @@ mod tests {
     fn capture_then_restore() {
         let _serial = serial();
         let (_keep, fd) = private_fd();
-        let outer = enter(fd, &Sink::Capture).unwrap();
+        let outer = enter(fd, &Sink::Capture, false).unwrap();
         write(fd, b"inside");
-        assert_eq!(exit(fd, outer.id).unwrap(), Exited::default());
+        let exited = exit(fd, outer.id, false).unwrap();
+        assert!(!exited.inherited && !exited.orphaned_followers && exited.restored.is_none());
         write(fd, b"after");
         assert_eq!(contents(outer.capture.as_ref().unwrap()), b"inside");
-        assert!(matches!(exit(fd, outer.id), Err(Error::NotActive)));
+        assert!(matches!(exit(fd, outer.id, false), Err(Error::NotActive)));
     }
 
     #[test]
     fn out_of_order_exit_relinks() {
         let _serial = serial();
         let (_keep, fd) = private_fd();
-        let first = enter(fd, &Sink::Capture).unwrap();
+        let first = enter(fd, &Sink::Capture, false).unwrap();
         write(fd, b"1");
-        let second = enter(fd, &Sink::Capture).unwrap();
+        let second = enter(fd, &Sink::Capture, false).unwrap();
         write(fd, b"2");
-        exit(fd, first.id).unwrap();
+        exit(fd, first.id, false).unwrap();
         write(fd, b"still second");
-        exit(fd, second.id).unwrap();
+        exit(fd, second.id, false).unwrap();
         write(fd, b"to devnull");
         assert_eq!(contents(first.capture.as_ref().unwrap()), b"1");
         assert_eq!(contents(second.capture.as_ref().unwrap()), b"2still second");
@@ -262,9 +292,9 @@ mod tests {
         let _serial = serial();
         let (keep, fd) = private_fd();
         drop(keep);
-        let entered = enter(fd, &Sink::DevNull).unwrap();
+        let entered = enter(fd, &Sink::DevNull, false).unwrap();
         assert!(sys::access_mode(fd).is_ok());
-        exit(fd, entered.id).unwrap();
+        exit(fd, entered.id, false).unwrap();
         assert!(sys::access_mode(fd).is_err());
     }
 
@@ -274,9 +304,9 @@ mod tests {
         let (_keep, fd) = private_fd();
         // SAFETY: a literal path; the fd is wrapped at once.
         let read_only = unsafe { libc::open(c"/dev/null".as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC) };
-        assert!(matches!(enter(fd, &Sink::Fd(read_only)), Err(Error::ReadOnly(f)) if f == read_only));
+        assert!(matches!(enter(fd, &Sink::Fd(read_only), false), Err(Error::ReadOnly(f)) if f == read_only));
         sys::close(read_only);
-        match enter(fd, &Sink::Fd(read_only)) {
+        match enter(fd, &Sink::Fd(read_only), false) {
             Err(Error::Os { err, subject }) => {
                 assert_eq!(err.raw_os_error(), Some(libc::EBADF));
                 assert_eq!(subject, Subject::Fd(read_only));
@@ -291,14 +321,14 @@ mod tests {
         let _serial = serial();
         let (_keep_a, a) = private_fd();
         let (_keep_b, b) = private_fd();
-        let captured_a = enter(a, &Sink::Capture).unwrap();
-        let merged = enter(b, &Sink::Follow(a)).unwrap();
+        let captured_a = enter(a, &Sink::Capture, false).unwrap();
+        let merged = enter(b, &Sink::Follow(a), false).unwrap();
         write(b, b"merged ");
-        let exited = exit(a, captured_a.id).unwrap();
+        let exited = exit(a, captured_a.id, false).unwrap();
         assert!(exited.orphaned_followers);
         // b now follows what a points at again (/dev/null), not the finished capture.
         write(b, b"later");
-        exit(b, merged.id).unwrap();
+        exit(b, merged.id, false).unwrap();
         assert_eq!(contents(captured_a.capture.as_ref().unwrap()), b"merged ");
     }
 }

@@ -127,6 +127,42 @@ pub fn write_all(fd: RawFd, data: &[u8], written: &mut usize) -> io::Result<()> 
     Ok(())
 }
 
+/// A pipe, both ends close-on-exec.
+pub fn pipe_cloexec() -> io::Result<(OwnedFd, OwnedFd)> {
+    let mut fds = [0 as libc::c_int; 2];
+    // SAFETY: pipe2 fills `fds` with two new fds that we own.
+    check(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) })?;
+    // SAFETY: both fds were just created by pipe2.
+    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+}
+
+/// A pipe, both ends close-on-exec and non-blocking.
+pub fn pipe_nonblocking() -> io::Result<(OwnedFd, OwnedFd)> {
+    let (read, write) = pipe_cloexec()?;
+    set_nonblocking(read.as_raw_fd())?;
+    set_nonblocking(write.as_raw_fd())?;
+    Ok((read, write))
+}
+
+pub fn set_nonblocking(fd: RawFd) -> io::Result<()> {
+    // SAFETY: F_GETFL/F_SETFL only read and change the status flags of `fd`.
+    unsafe {
+        let flags = check(libc::fcntl(fd, libc::F_GETFL))?;
+        check(libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK))?;
+    }
+    Ok(())
+}
+
+/// How many bytes a pipe holds now (`FIONREAD`); 0 if that cannot be told.
+pub fn bytes_available(fd: RawFd) -> usize {
+    let mut n: libc::c_int = 0;
+    // SAFETY: FIONREAD writes one int.
+    if unsafe { libc::ioctl(fd, libc::FIONREAD, &raw mut n) } < 0 {
+        return 0;
+    }
+    n.max(0) as usize
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -17,12 +17,16 @@ def test_version_comes_from_cargo() -> None:
 @pytest.mark.parametrize(
     ("args", "error", "message"),
     [
-        ((3, _native.KIND_CAPTURE, None, None, "utf-8", "strict"), ValueError, "fd must be 1 or 2, not 3"),
-        ((1, 99, None, None, "utf-8", "strict"), ValueError, "unknown target kind 99"),
-        ((1, _native.KIND_STDOUT, None, None, "utf-8", "strict"), ValueError, "STDOUT is only a target for stderr"),
-        ((1, _native.KIND_PATH, b"a\0b", None, "utf-8", "strict"), ValueError, "embedded null byte in path"),
+        ((3, _native.KIND_CAPTURE, None, None, "utf-8", "strict", False, 20), ValueError, "fd must be 1 or 2, not 3"),
+        ((1, 99, None, None, "utf-8", "strict", False, 20), ValueError, "unknown target kind 99"),
         (
-            (1, _native.KIND_PATH, "not bytes", None, "utf-8", "strict"),
+            (1, _native.KIND_STDOUT, None, None, "utf-8", "strict", False, 20),
+            ValueError,
+            "STDOUT is only a target for stderr",
+        ),
+        ((1, _native.KIND_PATH, b"a\0b", None, "utf-8", "strict", False, 20), ValueError, "embedded null byte in path"),
+        (
+            (1, _native.KIND_PATH, "not bytes", None, "utf-8", "strict", False, 20),
             TypeError,
             "'str' object is not an instance of 'bytes'",
         ),

@@ -6,8 +6,10 @@ child processes all end up where you said, with nothing lost and the streams res
 
 from __future__ import annotations
 
+import atexit
 import os
 
+from . import _native
 from ._native import Captured, __version__, flush_all
 from ._redirect import redirect_stderr_fd, redirect_stdout_fd
 from ._targets import DEVNULL, STDOUT
@@ -25,3 +27,6 @@ __all__ = [
 # Python's own buffers are copied into a forked child too: flush them first, or their bytes
 # are written twice. (libc's and the C++/Fortran buffers are flushed by the native fork handler.)
 os.register_at_fork(before=flush_all)
+
+# A process that exits inside a live block must not hang on it, nor lose what was not delivered.
+atexit.register(_native.shutdown)

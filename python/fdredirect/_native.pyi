@@ -6,12 +6,16 @@ from typing import Any, final
 from typing_extensions import Self, disjoint_base
 
 __all__ = [
+    "KIND_BYTES_STREAM",
+    "KIND_CALLABLE",
     "KIND_CAPTURE",
     "KIND_DEVNULL",
     "KIND_FD",
     "KIND_FILE",
+    "KIND_LOGGER",
     "KIND_PATH",
     "KIND_STDOUT",
+    "KIND_TEXT_STREAM",
     "Captured",
     "FdWriter",
     "Redirect",
@@ -21,6 +25,7 @@ __all__ = [
     "c_printf",
     "c_write",
     "flush_all",
+    "shutdown",
 ]
 
 __version__: str
@@ -31,6 +36,10 @@ KIND_PATH: int
 KIND_FILE: int
 KIND_DEVNULL: int
 KIND_STDOUT: int
+KIND_TEXT_STREAM: int
+KIND_BYTES_STREAM: int
+KIND_CALLABLE: int
+KIND_LOGGER: int
 
 @disjoint_base
 class Redirect:
@@ -41,14 +50,18 @@ class Redirect:
         kind: one of the ``KIND_*`` constants, as classified by ``fdredirect._targets``.
         arg: the fd (``KIND_FD``) or the ``os.fsencode``d path (``KIND_PATH``); else ignored.
         target: what ``__enter__`` returns (and, for ``KIND_FILE``, the file object to flush and use).
-        encoding: the capture's decoding; ``None`` for UTF-8.
+        encoding: the decoding of text targets and captures; ``None`` for bytes.
         errors: the decoding error handler.
+        tee: also send every byte to the fd's original destination as it arrives.
+        level: the logging level of ``KIND_LOGGER`` records.
 
     Raises:
         ValueError: fd is not 1 or 2, an unknown kind, ``KIND_STDOUT`` for fd 1, a NUL in the path.
     """
 
-    def __new__(cls, fd: int, kind: int, arg: Any, target: Any, encoding: str | None, errors: str) -> Self: ...
+    def __new__(
+        cls, fd: int, kind: int, arg: Any, target: Any, encoding: str | None, errors: str, tee: bool, level: int
+    ) -> Self: ...
     def __enter__(self) -> Any:
         """Flush, switch the fd, point ``sys.stdout``/``sys.stderr`` at the native writer.
 
@@ -69,6 +82,7 @@ class Redirect:
         Raises:
             RuntimeError: no matching ``__enter__`` in this thread, or a ``STDOUT`` stderr block begun
                 inside this stdout block is still open (both fds were restored first).
+            Exception: the first exception a live target raised (after the fd was restored).
         """
     @property
     def fd(self) -> int: ...
@@ -117,6 +131,9 @@ class FdWriter:
 def flush_all() -> None:
     """Flush ``sys.stdout``/``sys.stderr`` (and ``__stdout__``/``__stderr__``), libc's stdout and
     stderr, and every loaded libstdc++ and libgfortran."""
+
+def shutdown() -> None:
+    """At interpreter exit: end open live blocks, writing undelivered output to the original fd."""
 
 def c_printf(text: bytes, flush: bool) -> int:
     """``printf`` into libc's buffered stdout, holding the GIL. Raises OSError on a failed flush."""

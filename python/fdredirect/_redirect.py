@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import logging
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Callable, TypeVar, cast
 
@@ -23,10 +24,24 @@ class _RedirectFd(_native.Redirect):
     _FD = 0
     _STREAM = ""
 
-    def __new__(cls, target: object = None, *, encoding: str | None = "utf-8", errors: str = "replace") -> Self:
+    def __new__(
+        cls,
+        target: object = None,
+        *,
+        encoding: str | None = "utf-8",
+        errors: str = "replace",
+        tee: bool = False,
+        level: int | None = None,
+    ) -> Self:
         kind, arg = classify(target, cls._STREAM)
         check_codec(encoding, errors)
-        return super().__new__(cls, cls._FD, kind, arg, target, encoding, errors)
+        if not isinstance(tee, bool):
+            raise TypeError(f"tee must be a bool, not {type(tee).__name__}")
+        if level is None:
+            level = logging.INFO if cls._FD == 1 else logging.WARNING
+        elif isinstance(level, bool) or not isinstance(level, int):
+            raise TypeError(f"level must be an int (a logging level), not {type(level).__name__}")
+        return super().__new__(cls, cls._FD, kind, arg, target, encoding, errors, tee, level)
 
     async def __aenter__(self) -> Any:
         return self.__enter__()
@@ -69,12 +84,23 @@ class redirect_stdout_fd(_RedirectFd):  # noqa: N801 - named like contextlib.red
     buffer is flushed, then fd 1 itself is switched with ``dup2`` and switched back at exit.
 
     Args:
-        target: ``None`` to capture (``__enter__`` returns a :class:`Captured`); ``DEVNULL``; an
-            fd open for writing; a path (created, truncated, then appended to); or a file object
-            backed by a real file (flushed first). For the others ``__enter__`` returns ``target``.
-        encoding: how :meth:`Captured.getvalue` decodes, and how Python text written inside the
-            block is encoded (``None``: bytes only, ``getvalue`` uses UTF-8).
+        target: where the output goes.
+
+            - ``None``: captured; ``__enter__`` returns a :class:`Captured`.
+            - ``DEVNULL``; an fd open for writing; a path (created, truncated, then appended to);
+              a file object backed by a real file (flushed first): fd 1 points straight at it.
+            - An object with ``write()`` (``io.StringIO``, ``io.BytesIO``, a Jupyter kernel's
+              stream): receives ``str`` (text streams) or ``bytes`` (binary ones) *while the block
+              runs*. A callable: called with each piece (``str``, or ``bytes`` if ``encoding=None``).
+              A ``logging.Logger``: one record per line at ``level``, with
+              ``extra={"fdredirect_fd": fd}``.
+
+            For all but capture, ``__enter__`` returns ``target``.
+        encoding: how output is decoded for text targets and :meth:`Captured.getvalue`, and how
+            Python text written inside the block is encoded (``None``: bytes; UTF-8 for text).
         errors: the decoding error handler.
+        tee: also send every byte to where the stream pointed before, as it arrives.
+        level: the level of logger records (default ``logging.INFO``).
 
     The redirect is process-wide: every thread's output to fd 1 goes to ``target`` while the block
     runs. One instance may be reused, nested, and used from several threads and as a decorator
@@ -95,7 +121,8 @@ class redirect_stdout_fd(_RedirectFd):  # noqa: N801 - named like contextlib.red
 class redirect_stderr_fd(_RedirectFd):  # noqa: N801 - named like contextlib.redirect_stderr
     """Send everything written to fd 2 inside the block to ``target``.
 
-    Takes the same targets as :class:`redirect_stdout_fd`, plus ``STDOUT``: fd 2 then shares
+    Takes the same arguments as :class:`redirect_stdout_fd` (logger records default to
+    ``logging.WARNING``), and one more target, ``STDOUT``: fd 2 then shares
     whatever fd 1 points at when the block starts (the shell's ``2>&1``), so both streams form one
     stream in exact write order::
 

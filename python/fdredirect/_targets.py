@@ -7,6 +7,7 @@ import io
 import logging
 import os
 import subprocess
+import sys
 from typing import Any
 
 from . import _native
@@ -18,8 +19,9 @@ STDOUT: int = subprocess.STDOUT
 """For stderr only: share whatever fd 1 points at, like the shell's ``2>&1``."""
 
 ACCEPTED = (
-    "None (capture), DEVNULL, STDOUT (stderr only), an fd (int), a path (str, bytes or os.PathLike) "
-    "or a file object backed by a real OS-level file (io.FileIO or a buffered/text wrapper of one)"
+    "None (capture), DEVNULL, STDOUT (stderr only), an fd (int), a path (str, bytes or os.PathLike), "
+    "a file object backed by a real OS-level file, an object with a write() method, a callable, "
+    "or a logging.Logger"
 )
 
 
@@ -63,12 +65,62 @@ def classify(target: object, stream: str) -> tuple[int, Any]:
         if file.closed:
             raise ValueError(f"target file {target!r} is closed")
         return _native.KIND_FILE, None
-    if isinstance(target, logging.Logger) or callable(target) or hasattr(target, "write"):
-        raise TypeError(
-            f"live targets (file-like objects, callables, loggers) are not supported yet; target must be {ACCEPTED}, "
-            f"not {type(target).__name__}"
-        )
+    if isinstance(target, logging.Logger):
+        refuse_logging_loop(target, stream)
+        return _native.KIND_LOGGER, None
+    if hasattr(target, "write"):
+        return (_native.KIND_BYTES_STREAM if _is_binary(target) else _native.KIND_TEXT_STREAM), None
+    if callable(target):
+        return _native.KIND_CALLABLE, None
     raise TypeError(f"target must be {ACCEPTED}, not {type(target).__name__}")
+
+
+def _is_binary(stream: object) -> bool:
+    """Whether a file-like object takes bytes: io's binary classes, or a mode with "b"."""
+    if isinstance(stream, (io.RawIOBase, io.BufferedIOBase)):
+        return True
+    if isinstance(stream, io.TextIOBase):
+        return False
+    mode = getattr(stream, "mode", "")
+    return isinstance(mode, str) and "b" in mode
+
+
+def _writes_to_fd(stream: object, fd: int) -> bool:
+    """Whether ``stream`` ends up writing to ``fd`` (directly, or as sys.stdout/sys.stderr would)."""
+    if stream is None:
+        return False
+    if stream is (sys.stdout if fd == 1 else sys.stderr) or stream is (sys.__stdout__ if fd == 1 else sys.__stderr__):
+        return True
+    try:
+        return bool(stream.fileno() == fd)  # type: ignore[attr-defined]
+    except Exception:
+        return False
+
+
+def refuse_logging_loop(logger: logging.Logger, stream: str) -> None:
+    """A logger whose records are written to the redirected fd would feed its own input: refuse it.
+
+    Follows propagation like ``Logger.callHandlers``, and counts ``logging.lastResort`` when no
+    handler is found (it writes to ``sys.stderr``).
+    """
+    fd = 1 if stream == "stdout" else 2
+    found = False
+    current: logging.Logger | None = logger
+    while current is not None:
+        for handler in current.handlers:
+            found = True
+            if isinstance(handler, logging.StreamHandler) and _writes_to_fd(handler.stream, fd):
+                raise ValueError(
+                    f"logger {logger.name!r} has a handler writing to {stream} ({handler!r}): its records would be "
+                    f"redirected back into the logger, an endless loop. Log to another stream or a file"
+                )
+        current = current.parent if current.propagate else None
+    last_resort = logging.lastResort
+    if not found and last_resort is not None and fd == 2:
+        raise ValueError(
+            f"logger {logger.name!r} has no handlers, so its records go to logging.lastResort, which writes to "
+            "stderr: they would be redirected back into the logger, an endless loop. Configure a handler first"
+        )
 
 
 def check_codec(encoding: str | None, errors: str) -> None:

@@ -24,6 +24,12 @@ pub fn to_pyerr(err: Error) -> PyErr {
     }
 }
 
+/// An `OSError` from an `io::Error` of a syscall made here.
+#[allow(clippy::needless_pass_by_value)] // used as `.map_err(io_error)`
+pub fn io_error(err: std::io::Error) -> PyErr {
+    os_error(err.raw_os_error().unwrap_or(libc::EIO))
+}
+
 /// An `OSError` for a raw errno from C code or a syscall made here.
 pub fn os_error(errno: i32) -> PyErr {
     PyOSError::new_err((errno, strerror(errno)))

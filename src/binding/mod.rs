@@ -2,6 +2,7 @@
 
 pub mod captured;
 pub mod errors;
+pub mod live;
 pub mod redirect;
 pub mod streams;
 pub mod testing;
@@ -13,4 +14,11 @@ use pyo3::prelude::*;
 pub fn flush_all(py: Python<'_>) {
     streams::flush_python(py);
     py.detach(crate::flush::flush_native);
+}
+
+/// At interpreter exit (registered with `atexit`): end open live blocks, sending what is still
+/// undelivered to the original destination, so the process never hangs on them.
+#[pyfunction]
+pub fn shutdown(py: Python<'_>) {
+    live::shutdown(py);
 }

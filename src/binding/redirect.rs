@@ -4,19 +4,22 @@
 //! instance may be nested, reused and shared between threads.
 
 use std::ffi::CString;
-use std::os::fd::RawFd;
-use std::sync::{Mutex, PoisonError};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::ThreadId;
 
 use pyo3::exceptions::{PyRuntimeError, PyValueError};
+use pyo3::intern;
 use pyo3::prelude::*;
-use pyo3::types::PyBytes;
-use pyo3::{intern, IntoPyObjectExt};
+use pyo3::types::{PyBytes, PyTuple};
 
 use super::captured::Captured;
-use super::errors::to_pyerr;
+use super::errors::{io_error, to_pyerr};
+use super::live::{Live, Mode};
 use super::streams::{activate, deactivate, flush_python};
+use crate::reader::{self, Channel};
 use crate::stack::{self, Sink};
+use crate::{capture, sys};
 
 // Target kinds, classified in Python (fdredirect/_targets.py) before anything is touched.
 pub const KIND_CAPTURE: u8 = 0;
@@ -25,6 +28,10 @@ pub const KIND_PATH: u8 = 2;
 pub const KIND_FILE: u8 = 3;
 pub const KIND_DEVNULL: u8 = 4;
 pub const KIND_STDOUT: u8 = 5;
+pub const KIND_TEXT_STREAM: u8 = 6;
+pub const KIND_BYTES_STREAM: u8 = 7;
+pub const KIND_CALLABLE: u8 = 8;
+pub const KIND_LOGGER: u8 = 9;
 
 enum Plan {
     Capture,
@@ -34,12 +41,18 @@ enum Plan {
     File,
     DevNull,
     Stdout,
+    /// A Python object that receives output while the block runs, through a pipe and the reader.
+    Live(Mode),
 }
 
+/// What one entry holds until its exit.
 struct Active {
     thread: ThreadId,
     id: u64,
     captured: Option<Py<Captured>>,
+    live: Option<Arc<Live>>,
+    /// A tee's channel (for a live target, the channel is the `Live`'s).
+    tee: Option<Arc<Channel>>,
     previous_encoding: Option<String>,
 }
 
@@ -50,12 +63,22 @@ pub struct Redirect {
     target: Py<PyAny>,
     encoding: Option<String>,
     errors: String,
+    tee: bool,
     active: Mutex<Vec<Active>>,
+}
+
+/// What `__enter__` switched to, before the entry is recorded.
+struct Switched {
+    id: u64,
+    captured: Option<Py<Captured>>,
+    live: Option<Arc<Live>>,
+    tee: Option<Arc<Channel>>,
 }
 
 #[pymethods]
 impl Redirect {
     #[new]
+    #[allow(clippy::too_many_arguments)]
     fn new(
         fd: RawFd,
         kind: u8,
@@ -63,10 +86,13 @@ impl Redirect {
         target: Py<PyAny>,
         encoding: Option<String>,
         errors: String,
+        tee: bool,
+        level: i32,
     ) -> PyResult<Self> {
         if fd != 1 && fd != 2 {
             return Err(PyValueError::new_err(format!("fd must be 1 or 2, not {fd}")));
         }
+        let text = encoding.is_some();
         let plan = match kind {
             KIND_CAPTURE => Plan::Capture,
             KIND_FD => Plan::Fd(arg.extract()?),
@@ -78,6 +104,11 @@ impl Redirect {
             KIND_DEVNULL => Plan::DevNull,
             KIND_STDOUT if fd == 2 => Plan::Stdout,
             KIND_STDOUT => return Err(PyValueError::new_err("STDOUT is only a target for stderr")),
+            KIND_TEXT_STREAM => Plan::Live(Mode::Text { call: false }),
+            KIND_BYTES_STREAM => Plan::Live(Mode::Bytes { call: false }),
+            KIND_CALLABLE if text => Plan::Live(Mode::Text { call: true }),
+            KIND_CALLABLE => Plan::Live(Mode::Bytes { call: true }),
+            KIND_LOGGER => Plan::Live(Mode::Logger { level }),
             _ => return Err(PyValueError::new_err(format!("unknown target kind {kind}"))),
         };
         Ok(Redirect {
@@ -86,6 +117,7 @@ impl Redirect {
             target,
             encoding,
             errors,
+            tee,
             active: Mutex::new(Vec::new()),
         })
     }
@@ -93,57 +125,54 @@ impl Redirect {
     fn __enter__(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
         let file_fd;
         let sink = match &self.plan {
-            Plan::Capture => Sink::Capture,
-            Plan::Fd(target) => Sink::Fd(*target),
-            Plan::Path(path) => Sink::Path(path),
+            Plan::Capture => Some(Sink::Capture),
+            Plan::Fd(target) => Some(Sink::Fd(*target)),
+            Plan::Path(path) => Some(Sink::Path(path)),
             Plan::File => {
                 let file = self.target.bind(py);
                 file.call_method0(intern!(py, "flush"))?;
                 file_fd = file.call_method0(intern!(py, "fileno"))?.extract::<RawFd>()?;
-                Sink::Fd(file_fd)
+                Some(Sink::Fd(file_fd))
             }
-            Plan::DevNull => Sink::DevNull,
-            Plan::Stdout => Sink::Follow(1),
+            Plan::DevNull => Some(Sink::DevNull),
+            Plan::Stdout => Some(Sink::Follow(1)),
+            Plan::Live(_) => None,
         };
         flush_python(py);
-        let fd = self.fd;
-        let entered = py.detach(|| stack::enter(fd, &sink)).map_err(to_pyerr)?;
-        let id = entered.id;
-        // The fd is switched: anything failing from here on must switch it back.
-        let finish_enter = || -> PyResult<(Option<Py<Captured>>, Option<String>)> {
-            let captured = match entered.capture {
-                Some(memfd) => Some(Py::new(
-                    py,
-                    Captured::new(memfd, self.encoding.clone(), self.errors.clone()),
-                )?),
-                None => None,
-            };
-            let previous_encoding = activate(py, fd, self.encoding.as_deref())?;
-            Ok((captured, previous_encoding))
+        let switched = match (&sink, &self.plan) {
+            (Some(sink), _) if !self.tee => self.switch_direct(py, sink)?,
+            (_, plan) => self.switch_to_pipe(py, sink.as_ref(), plan)?,
         };
-        let (captured, previous_encoding) = match finish_enter() {
-            Ok(done) => done,
+        let fd = self.fd;
+        let id = switched.id;
+        let previous_encoding = match activate(py, fd, self.encoding.as_deref()) {
+            Ok(previous) => previous,
             Err(err) => {
-                let _ = py.detach(|| stack::exit(fd, id));
+                let _ = py.detach(|| stack::exit(fd, id, false));
                 return Err(err);
             }
         };
-        let returned = match &captured {
+        let returned = match &switched.captured {
             Some(captured) => captured.clone_ref(py).into_any(),
             None => self.target.clone_ref(py),
         };
         let thread = std::thread::current().id();
+        let Switched {
+            captured, live, tee, ..
+        } = switched;
         self.lock().push(Active {
             thread,
             id,
             captured,
+            live,
+            tee,
             previous_encoding,
         });
         Ok(returned)
     }
 
     #[pyo3(signature = (*_exc_info))]
-    fn __exit__(&self, py: Python<'_>, _exc_info: &Bound<'_, pyo3::types::PyTuple>) -> PyResult<bool> {
+    fn __exit__(&self, py: Python<'_>, _exc_info: &Bound<'_, PyTuple>) -> PyResult<bool> {
         let thread = std::thread::current().id();
         let active = {
             let mut entries = self.lock();
@@ -156,11 +185,29 @@ impl Redirect {
         };
         flush_python(py);
         let fd = self.fd;
-        let exited = py.detach(|| stack::exit(fd, active.id));
+        let piped = active.live.is_some() || active.tee.is_some();
+        let exited = py.detach(|| stack::exit(fd, active.id, piped));
         deactivate(py, fd, active.previous_encoding);
         let exited = exited.map_err(to_pyerr)?;
+        let mut delivery_error = None;
+        if exited.inherited {
+            // A forked child leaving a block of its parent's: the sinks are the parent's.
+            if let Some(live) = &active.live {
+                live.abandon();
+            }
+        } else if let Some(live) = &active.live {
+            delivery_error = live.end(py, exited.restored).err();
+        } else if let Some(channel) = &active.tee {
+            let (_, eof) = py.detach(|| channel.end(exited.restored));
+            if eof {
+                reader::unregister(channel);
+            }
+        }
         if let Some(captured) = &active.captured {
             captured.get().finish(py, exited.inherited)?;
+        }
+        if let Some(err) = delivery_error {
+            return Err(err);
         }
         if exited.orphaned_followers {
             return Err(PyRuntimeError::new_err(
@@ -179,13 +226,109 @@ impl Redirect {
 
     /// The target as given (None for capture).
     #[getter]
-    fn target(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
-        self.target.clone_ref(py).into_py_any(py)
+    fn target(&self, py: Python<'_>) -> Py<PyAny> {
+        self.target.clone_ref(py)
     }
 }
 
 impl Redirect {
     fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Active>> {
         self.active.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn new_captured(&self, py: Python<'_>, memfd: OwnedFd) -> PyResult<Py<Captured>> {
+        Py::new(py, Captured::new(memfd, self.encoding.clone(), self.errors.clone()))
+    }
+
+    /// `dup2` the sink straight onto the fd: no thread, no copy.
+    fn switch_direct(&self, py: Python<'_>, sink: &Sink<'_>) -> PyResult<Switched> {
+        let fd = self.fd;
+        let entered = py.detach(|| stack::enter(fd, sink, false)).map_err(to_pyerr)?;
+        let id = entered.id;
+        let captured = match entered.capture.map(|memfd| self.new_captured(py, memfd)).transpose() {
+            Ok(captured) => captured,
+            Err(err) => {
+                let _ = py.detach(|| stack::exit(fd, id, false));
+                return Err(err);
+            }
+        };
+        Ok(Switched {
+            id,
+            captured,
+            live: None,
+            tee: None,
+        })
+    }
+
+    /// Point the fd at a pipe the reader drains: for live targets, and for `tee` with any target
+    /// (the reader writes each byte to the target's fd and to the original destination).
+    fn switch_to_pipe(&self, py: Python<'_>, sink: Option<&Sink<'_>>, plan: &Plan) -> PyResult<Switched> {
+        let fd = self.fd;
+        let (read, write) = reader::pipe().map_err(io_error)?;
+        let mut forward = Vec::new();
+        let mut memfd = None;
+        match sink {
+            Some(Sink::Capture) => {
+                let file = capture::create().map_err(io_error)?;
+                forward.push(sys::dup_above_stdio(file.as_raw_fd()).map_err(io_error)?);
+                memfd = Some(file);
+            }
+            Some(sink) => forward.push(stack::open_target(sink).map_err(to_pyerr)?),
+            None => {}
+        }
+        let entered = py
+            .detach(|| stack::enter(fd, &Sink::Fd(write.as_raw_fd()), true))
+            .map_err(to_pyerr)?;
+        drop(write); // fd itself is now the only write end in this process
+        let id = entered.id;
+        let undo = |err: PyErr| {
+            let _ = py.detach(|| stack::exit(fd, id, false));
+            err
+        };
+        let copy_original = || {
+            entered
+                .original
+                .as_ref()
+                .map(|o| sys::dup_above_stdio(o.as_raw_fd()))
+                .transpose()
+        };
+        if self.tee {
+            forward.extend(copy_original().map_err(|e| undo(io_error(e)))?);
+        }
+        let captured = memfd
+            .map(|memfd| self.new_captured(py, memfd))
+            .transpose()
+            .map_err(undo)?;
+        if let Plan::Live(mode) = plan {
+            let target = self.target.clone_ref(py);
+            let (encoding, errors) = (self.encoding.as_deref(), self.errors.as_str());
+            let live = Live::start(
+                py,
+                fd,
+                id,
+                target,
+                *mode,
+                encoding,
+                errors,
+                read,
+                forward,
+                entered.original,
+            )
+            .map_err(undo)?;
+            return Ok(Switched {
+                id,
+                captured,
+                live: Some(live),
+                tee: None,
+            });
+        }
+        let channel = Arc::new(Channel::new(read, forward, false, Box::new(|| {})));
+        reader::register(Arc::clone(&channel)).map_err(|e| undo(io_error(e)))?;
+        Ok(Switched {
+            id,
+            captured,
+            live: None,
+            tee: Some(channel),
+        })
     }
 }

@@ -1,0 +1,328 @@
+//! Delivery of live output to Python targets (file-like objects, callables, loggers).
+//!
+//! The reader thread (`crate::reader`) drains pipes without the GIL. This module owns the one
+//! delivery thread: it waits for drained bytes, takes the GIL, decodes and calls the target.
+//! Deliveries of one block never overlap (a busy flag), so the target sees bytes in write order;
+//! the block's exit delivers the rest itself, after any delivery in progress.
+
+use std::collections::VecDeque;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError, Weak};
+
+use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyDict, PyString};
+use pyo3::{intern, PyErr};
+
+use crate::decode::{LineSplitter, Utf8Carry};
+use crate::reader::{self, Channel};
+use crate::sys;
+
+/// How a target takes its output.
+#[derive(Clone, Copy)]
+pub enum Mode {
+    /// `target.write(str)` (text streams) or `target(str)` (callables).
+    Text { call: bool },
+    /// `target.write(bytes)` or `target(bytes)`.
+    Bytes { call: bool },
+    /// `target.log(level, line, extra={"fdredirect_fd": fd})`, one record per line.
+    Logger { level: i32 },
+}
+
+enum Decoder {
+    /// UTF-8: an incomplete trailing character waits for the next piece.
+    Utf8(Utf8Carry),
+    /// One byte per character (ASCII, latin-1): every piece decodes on its own.
+    Stateless,
+    /// Any other codec: Python's incremental decoder.
+    Python(Py<PyAny>),
+}
+
+struct Delivery {
+    decoder: Decoder,
+    lines: LineSplitter,
+    /// The first exception the target raised; later output is dropped, not delivered.
+    error: Option<PyErr>,
+}
+
+pub struct Live {
+    fd: RawFd,
+    /// The stack entry of the block, to end it at interpreter shutdown.
+    entry: u64,
+    target: Py<PyAny>,
+    mode: Mode,
+    encoding: String,
+    errors: String,
+    channel: Arc<Channel>,
+    /// Where pending bytes go if the process exits while the block is open.
+    original: Option<OwnedFd>,
+    busy: Mutex<bool>,
+    idle: Condvar,
+    queued: AtomicBool,
+    delivery: Mutex<Delivery>,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn is_one_of(encoding: &str, names: &[&str]) -> bool {
+    let normal = encoding.to_ascii_lowercase().replace('_', "-");
+    names.contains(&normal.as_str())
+}
+
+impl Live {
+    /// A live block's delivery, registered with the reader.
+    #[allow(clippy::too_many_arguments)]
+    pub fn start(
+        py: Python<'_>,
+        fd: RawFd,
+        entry: u64,
+        target: Py<PyAny>,
+        mode: Mode,
+        encoding: Option<&str>,
+        errors: &str,
+        read: OwnedFd,
+        forward: Vec<OwnedFd>,
+        original: Option<OwnedFd>,
+    ) -> PyResult<Arc<Live>> {
+        let encoding = encoding.unwrap_or("utf-8").to_owned();
+        let decoder = if is_one_of(&encoding, &["utf-8", "utf8"]) {
+            Decoder::Utf8(Utf8Carry::default())
+        } else if is_one_of(
+            &encoding,
+            &["ascii", "us-ascii", "latin-1", "latin1", "iso-8859-1", "iso8859-1"],
+        ) {
+            Decoder::Stateless
+        } else {
+            let codecs = py.import("codecs")?;
+            let factory = codecs.call_method1(intern!(py, "getincrementaldecoder"), (&encoding,))?;
+            Decoder::Python(factory.call1((errors,))?.unbind())
+        };
+        let delivery = Delivery {
+            decoder,
+            lines: LineSplitter::default(),
+            error: None,
+        };
+        let live = Arc::new_cyclic(|me: &Weak<Live>| {
+            let me = me.clone();
+            let notify = Box::new(move || {
+                if let Some(live) = me.upgrade() {
+                    schedule(live);
+                }
+            });
+            Live {
+                fd,
+                entry,
+                target,
+                mode,
+                encoding,
+                errors: errors.to_owned(),
+                channel: Arc::new(Channel::new(read, forward, true, notify)),
+                original,
+                busy: Mutex::new(false),
+                idle: Condvar::new(),
+                queued: AtomicBool::new(false),
+                delivery: Mutex::new(delivery),
+            }
+        });
+        reader::register(Arc::clone(&live.channel)).map_err(super::errors::io_error)?;
+        lock(&ACTIVE).push(Arc::clone(&live));
+        Ok(live)
+    }
+
+    /// The block has ended (fd restored): deliver everything the pipe held, in order, then
+    /// return the target's first exception, if any.
+    pub fn end(&self, py: Python<'_>, late: Option<OwnedFd>) -> PyResult<()> {
+        lock(&ACTIVE).retain(|live| !std::ptr::eq(Arc::as_ptr(live), self));
+        let channel = &self.channel;
+        let (rest, eof) = py.detach(|| channel.end(late));
+        if eof {
+            reader::unregister(channel);
+        }
+        match self.deliver(py, rest, true) {
+            Some(err) => Err(err),
+            None => Ok(()),
+        }
+    }
+
+    /// A forked child leaving an inherited block: the channel belongs to the parent's reader.
+    pub fn abandon(&self) {
+        lock(&ACTIVE).retain(|live| !std::ptr::eq(Arc::as_ptr(live), self));
+    }
+
+    /// Deliver what is pending plus `extra`. With `last`, returns the target's first exception.
+    fn deliver(&self, py: Python<'_>, extra: Vec<u8>, last: bool) -> Option<PyErr> {
+        // One delivery of this block at a time; wait without the GIL, which the other may need.
+        py.detach(|| {
+            let mut busy = lock(&self.busy);
+            while *busy {
+                busy = self.idle.wait(busy).unwrap_or_else(PoisonError::into_inner);
+            }
+            *busy = true;
+        });
+        let mut bytes = py.detach(|| self.channel.take_pending());
+        bytes.extend(extra);
+        // Uncontended: only the holder of `busy` touches `delivery`.
+        let mut delivery = lock(&self.delivery);
+        if delivery.error.is_none() {
+            if let Err(err) = self.send(py, &mut delivery, &bytes, last) {
+                delivery.error = Some(err);
+            }
+        }
+        let error = if last { delivery.error.take() } else { None };
+        drop(delivery);
+        *lock(&self.busy) = false;
+        self.idle.notify_all();
+        error
+    }
+
+    fn send(&self, py: Python<'_>, delivery: &mut Delivery, bytes: &[u8], last: bool) -> PyResult<()> {
+        let target = self.target.bind(py);
+        match self.mode {
+            Mode::Bytes { call } => {
+                if !bytes.is_empty() {
+                    call_or_write(target, call, PyBytes::new(py, bytes).as_any())?;
+                }
+            }
+            Mode::Text { call } => {
+                let text = decode(py, delivery, bytes, last, &self.encoding, &self.errors)?;
+                if !text.is_empty()? {
+                    call_or_write(target, call, text.as_any())?;
+                }
+            }
+            Mode::Logger { level } => {
+                let text = decode(py, delivery, bytes, last, &self.encoding, &self.errors)?;
+                let mut lines = delivery.lines.push(&text.to_string_lossy());
+                if last {
+                    lines.extend(delivery.lines.finish());
+                }
+                if !lines.is_empty() {
+                    let extra = PyDict::new(py);
+                    extra.set_item(intern!(py, "fdredirect_fd"), self.fd)?;
+                    let kwargs = PyDict::new(py);
+                    kwargs.set_item(intern!(py, "extra"), extra)?;
+                    for line in lines {
+                        target.call_method(intern!(py, "log"), (level, line), Some(&kwargs))?;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+fn call_or_write(target: &Bound<'_, PyAny>, call: bool, piece: &Bound<'_, PyAny>) -> PyResult<()> {
+    if call {
+        target.call1((piece,))?;
+    } else {
+        target.call_method1(intern!(target.py(), "write"), (piece,))?;
+    }
+    Ok(())
+}
+
+fn decode<'py>(
+    py: Python<'py>,
+    delivery: &mut Delivery,
+    bytes: &[u8],
+    last: bool,
+    encoding: &str,
+    errors: &str,
+) -> PyResult<Bound<'py, PyString>> {
+    let decoded = match &mut delivery.decoder {
+        Decoder::Utf8(carry) => {
+            let mut complete = carry.push(bytes);
+            if last {
+                complete.extend(carry.finish());
+            }
+            PyBytes::new(py, &complete).call_method1(intern!(py, "decode"), ("utf-8", errors))?
+        }
+        Decoder::Stateless => PyBytes::new(py, bytes).call_method1(intern!(py, "decode"), (encoding, errors))?,
+        Decoder::Python(decoder) => decoder
+            .bind(py)
+            .call_method1(intern!(py, "decode"), (PyBytes::new(py, bytes), last))?,
+    };
+    Ok(decoded.cast_into::<PyString>()?)
+}
+
+/// Live blocks still open, for shutdown.
+static ACTIVE: Mutex<Vec<Arc<Live>>> = Mutex::new(Vec::new());
+
+struct Queue {
+    generation: Option<u64>,
+    jobs: VecDeque<Arc<Live>>,
+}
+
+static QUEUE: Mutex<Queue> = Mutex::new(Queue {
+    generation: None,
+    jobs: VecDeque::new(),
+});
+static WORK: Condvar = Condvar::new();
+static SHUTTING_DOWN: AtomicBool = AtomicBool::new(false);
+
+fn schedule(live: Arc<Live>) {
+    if live.queued.swap(true, Ordering::AcqRel) {
+        return; // already waiting for the delivery thread
+    }
+    let mut queue = lock(&QUEUE);
+    let generation = crate::stack::generation();
+    if queue.generation != Some(generation) {
+        // First use, or a forked child (the parent's thread does not exist here).
+        queue.jobs.clear();
+        if std::thread::Builder::new()
+            .name("fdredirect-delivery".into())
+            .spawn(run)
+            .is_err()
+        {
+            return; // no thread: the block's exit still delivers everything
+        }
+        queue.generation = Some(generation);
+    }
+    queue.jobs.push_back(live);
+    WORK.notify_one();
+}
+
+fn run() {
+    loop {
+        let live = {
+            let mut queue = lock(&QUEUE);
+            loop {
+                if let Some(live) = queue.jobs.pop_front() {
+                    break live;
+                }
+                queue = WORK.wait(queue).unwrap_or_else(PoisonError::into_inner);
+            }
+        };
+        live.queued.store(false, Ordering::Release);
+        if SHUTTING_DOWN.load(Ordering::Acquire) {
+            continue;
+        }
+        // The only place a native thread takes the GIL. During interpreter shutdown this blocks
+        // forever (PyO3 parks the thread); nothing ever joins it.
+        Python::attach(|py| live.deliver(py, Vec::new(), false));
+    }
+}
+
+/// Interpreter shutdown with live blocks still open: stop delivering (the delivery thread may be
+/// waiting for a GIL it will never get again), restore each block's fd, and write what is still
+/// undelivered to its original destination. Later output (libc's buffers are flushed at exit)
+/// then goes straight to the restored fd.
+pub fn shutdown(py: Python<'_>) {
+    SHUTTING_DOWN.store(true, Ordering::Release);
+    let open: Vec<Arc<Live>> = std::mem::take(&mut *lock(&ACTIVE));
+    py.detach(|| {
+        for live in open.iter().rev() {
+            let _ = crate::stack::exit(live.fd, live.entry, false);
+            let original = live
+                .original
+                .as_ref()
+                .and_then(|fd| sys::dup_above_stdio(fd.as_raw_fd()).ok());
+            let (rest, _) = live.channel.end(original);
+            let mut bytes = live.channel.take_pending();
+            bytes.extend(rest);
+            if let Some(original) = &live.original {
+                let _ = sys::write_all(original.as_raw_fd(), &bytes, &mut 0);
+            }
+        }
+    });
+}

@@ -1,0 +1,357 @@
+//! The reader: one long-lived thread that drains the pipe of every live block, never touching
+//! the GIL, so a writer that holds the GIL can write any amount without blocking on a full pipe.
+//!
+//! Each block has a `Channel`: the pipe's read end, fds the reader writes every byte to as it
+//! arrives (tee, the capture file behind a tee), and the bytes waiting for delivery to Python.
+//! When a block ends, the channel keeps its read end until EOF and forwards late output (a child
+//! that outlived the block) to the original destination.
+
+use std::io;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use crate::sys;
+
+/// The most one `read` takes from a pipe.
+const READ_CHUNK: usize = 64 << 10;
+/// Reads per channel per wake-up, so one busy pipe cannot starve the others.
+const READS_PER_TURN: usize = 16;
+
+pub struct Channel {
+    state: Mutex<State>,
+    /// Called (with no lock held) after bytes were added for delivery.
+    notify: Box<dyn Fn() + Send + Sync>,
+}
+
+struct State {
+    /// The pipe's read end, non-blocking; `None` after EOF.
+    read: Option<OwnedFd>,
+    /// Written with every byte as it arrives, while the block runs.
+    forward: Vec<OwnedFd>,
+    /// Keep bytes in `pending` for delivery to a Python target.
+    buffered: bool,
+    pending: Vec<u8>,
+    /// After the block: where late output goes (the restored original destination).
+    late: Option<OwnedFd>,
+    ended: bool,
+}
+
+impl Channel {
+    pub fn new(read: OwnedFd, forward: Vec<OwnedFd>, buffered: bool, notify: Box<dyn Fn() + Send + Sync>) -> Self {
+        let state = State {
+            read: Some(read),
+            forward,
+            buffered,
+            pending: Vec::new(),
+            late: None,
+            ended: false,
+        };
+        Channel {
+            state: Mutex::new(state),
+            notify,
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The bytes waiting for delivery, in order.
+    pub fn take_pending(&self) -> Vec<u8> {
+        std::mem::take(&mut self.lock().pending)
+    }
+
+    /// Read what the pipe holds; returns (bytes were added for delivery, EOF reached).
+    fn drain(&self, limit: Option<usize>) -> (bool, bool) {
+        let mut state = self.lock();
+        let state = &mut *state;
+        let Some(read) = state.read.as_ref().map(AsRawFd::as_raw_fd) else {
+            return (false, true);
+        };
+        let before = state.pending.len();
+        let mut scratch = Vec::new();
+        let mut left = limit.unwrap_or(usize::MAX);
+        let mut eof = false;
+        for _ in 0..READS_PER_TURN {
+            if left == 0 {
+                break;
+            }
+            let want = READ_CHUNK.min(left);
+            let into_pending = state.buffered && !state.ended;
+            let buf = if into_pending { &mut state.pending } else { &mut scratch };
+            let start = buf.len();
+            match read_append(read, buf, want) {
+                Ok(0) => {
+                    eof = true;
+                    break;
+                }
+                Ok(n) => {
+                    left -= n;
+                    let data = if into_pending {
+                        &state.pending[start..]
+                    } else {
+                        &scratch[start..]
+                    };
+                    let targets: &[OwnedFd] = if state.ended {
+                        state.late.as_slice()
+                    } else {
+                        &state.forward
+                    };
+                    for target in targets {
+                        // A destination that went away (EPIPE, EBADF) must not stop the draining.
+                        let mut written = 0;
+                        while let Err(e) = sys::write_all(target.as_raw_fd(), data, &mut written) {
+                            if e.kind() != io::ErrorKind::Interrupted {
+                                break;
+                            }
+                        }
+                    }
+                    scratch.clear();
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(_) => {
+                    eof = true;
+                    break;
+                }
+            }
+        }
+        if eof {
+            state.read = None;
+            state.late = None;
+        }
+        (state.pending.len() > before, eof)
+    }
+
+    /// The block has ended (its fd already restored): take exactly the bytes the pipe holds now
+    /// (never wait for EOF: a child may hold the write end forever), forward them, and return
+    /// everything not yet delivered. Later bytes go to `late`. Returns (pending bytes, EOF reached).
+    pub fn end(&self, late: Option<OwnedFd>) -> (Vec<u8>, bool) {
+        let held = self
+            .lock()
+            .read
+            .as_ref()
+            .map_or(0, |read| sys::bytes_available(read.as_raw_fd()));
+        let (_, mut eof) = self.drain(Some(held));
+        let mut state = self.lock();
+        if !eof {
+            // No writer left (the usual case): EOF now, and the read end can go at once.
+            if let Some(read) = &state.read {
+                let mut probe = Vec::new();
+                if let Ok(0) = read_append(read.as_raw_fd(), &mut probe, 1) {
+                    eof = true;
+                    state.read = None;
+                } else if !probe.is_empty() {
+                    // A byte written after the block: late output.
+                    if let Some(target) = &late {
+                        let _ = sys::write_all(target.as_raw_fd(), &probe, &mut 0);
+                    }
+                }
+            }
+        }
+        state.ended = true;
+        state.forward.clear();
+        if !eof {
+            state.late = late;
+        }
+        (std::mem::take(&mut state.pending), eof)
+    }
+}
+
+/// `read(2)` up to `want` bytes, appended to `buf`.
+fn read_append(fd: RawFd, buf: &mut Vec<u8>, want: usize) -> io::Result<usize> {
+    buf.reserve(want);
+    let spare = buf.spare_capacity_mut();
+    // SAFETY: `spare` has room for at least `want` bytes; read writes at most that many.
+    let n = unsafe { libc::read(fd, spare.as_mut_ptr().cast(), want) };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: read initialised the first `n` bytes of the spare capacity.
+    unsafe { buf.set_len(buf.len() + n as usize) };
+    Ok(n as usize)
+}
+
+/// The registry of channels the reader thread serves.
+pub(crate) struct Registry {
+    /// The fork generation the thread was started in; a forked child starts its own.
+    generation: Option<u64>,
+    wake: Option<OwnedFd>,
+    channels: Vec<Arc<Channel>>,
+}
+
+static REGISTRY: Mutex<Registry> = Mutex::new(Registry {
+    generation: None,
+    wake: None,
+    channels: Vec::new(),
+});
+
+pub(crate) fn lock_registry() -> MutexGuard<'static, Registry> {
+    REGISTRY.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Serve `channel` from now on, starting the reader thread on first use.
+pub fn register(channel: Arc<Channel>) -> io::Result<()> {
+    let mut registry = lock_registry();
+    let generation = crate::stack::generation();
+    if registry.generation != Some(generation) {
+        // First use, or a forked child: the parent's thread does not exist here.
+        std::mem::forget(std::mem::take(&mut registry.channels));
+        let (wake_read, wake_write) = sys::pipe_nonblocking()?;
+        std::thread::Builder::new()
+            .name("fdredirect-reader".into())
+            .spawn(move || run(&wake_read))?;
+        registry.wake = Some(wake_write);
+        registry.generation = Some(generation);
+    }
+    registry.channels.push(channel);
+    wake(&registry);
+    Ok(())
+}
+
+/// Stop serving `channel` (its pipe reached EOF).
+pub fn unregister(channel: &Arc<Channel>) {
+    let mut registry = lock_registry();
+    registry.channels.retain(|c| !Arc::ptr_eq(c, channel));
+    wake(&registry);
+}
+
+fn wake(registry: &Registry) {
+    if let Some(wake) = &registry.wake {
+        let _ = sys::write_all(wake.as_raw_fd(), b"w", &mut 0);
+    }
+}
+
+fn run(wake: &OwnedFd) {
+    let mut scratch = [0u8; 256];
+    loop {
+        let channels: Vec<Arc<Channel>> = lock_registry().channels.clone();
+        let mut polled = vec![libc::pollfd {
+            fd: wake.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        }];
+        let mut served = Vec::with_capacity(channels.len());
+        for channel in &channels {
+            if let Some(read) = &channel.lock().read {
+                polled.push(libc::pollfd {
+                    fd: read.as_raw_fd(),
+                    events: libc::POLLIN,
+                    revents: 0,
+                });
+                served.push(Arc::clone(channel));
+            }
+        }
+        // SAFETY: `polled` is a valid array of pollfd for its whole length.
+        let ready = unsafe { libc::poll(polled.as_mut_ptr(), polled.len() as libc::nfds_t, -1) };
+        if ready < 0 {
+            continue; // EINTR
+        }
+        if polled[0].revents != 0 {
+            // SAFETY: reading into a local buffer from our own non-blocking wake pipe.
+            while unsafe { libc::read(wake.as_raw_fd(), scratch.as_mut_ptr().cast(), scratch.len()) } > 0 {}
+        }
+        for (entry, channel) in polled[1..].iter().zip(&served) {
+            if entry.revents == 0 {
+                continue;
+            }
+            let (added, eof) = channel.drain(None);
+            if added {
+                (channel.notify)();
+            }
+            if eof {
+                let mut registry = lock_registry();
+                registry.channels.retain(|c| !Arc::ptr_eq(c, channel));
+            }
+        }
+    }
+}
+
+/// Make a pipe for a live block: (read end, non-blocking; write end), both close-on-exec and
+/// above the standard streams.
+pub fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
+    let (read, write) = sys::pipe_cloexec()?;
+    sys::set_nonblocking(read.as_raw_fd())?;
+    Ok((sys::lift_above_stdio(read)?, sys::lift_above_stdio(write)?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::time::{Duration, Instant};
+
+    fn wait_until(mut done: impl FnMut() -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !done() {
+            assert!(Instant::now() < deadline, "timed out");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
+    #[test]
+    fn drains_more_than_a_pipe_holds_while_nobody_delivers() {
+        let (read, write) = pipe().unwrap();
+        let notified = Arc::new(AtomicUsize::new(0));
+        let counter = Arc::clone(&notified);
+        let channel = Arc::new(Channel::new(
+            read,
+            Vec::new(),
+            true,
+            Box::new(move || {
+                counter.fetch_add(1, Ordering::Relaxed);
+            }),
+        ));
+        register(Arc::clone(&channel)).unwrap();
+        // 8 MiB through a 64 KiB pipe: completes only because the reader keeps draining.
+        let data: Vec<u8> = (0..8 << 20).map(|i: u32| (i % 251) as u8).collect();
+        sys::write_all(write.as_raw_fd(), &data, &mut 0).unwrap();
+        drop(write);
+        wait_until(|| channel.lock().read.is_none());
+        assert_eq!(channel.take_pending(), data);
+        assert!(notified.load(Ordering::Relaxed) > 0);
+    }
+
+    #[test]
+    fn end_takes_what_the_pipe_holds_and_forwards_late_bytes() {
+        let (read, write) = pipe().unwrap();
+        let (late_read, late_write) = pipe().unwrap();
+        let channel = Arc::new(Channel::new(read, Vec::new(), true, Box::new(|| {})));
+        // Not registered: nothing drains but `end` itself.
+        sys::write_all(write.as_raw_fd(), b"in block", &mut 0).unwrap();
+        let (pending, eof) = channel.end(Some(late_write));
+        assert_eq!(pending, b"in block");
+        assert!(!eof, "the write end is still open");
+        register(Arc::clone(&channel)).unwrap();
+        sys::write_all(write.as_raw_fd(), b"late", &mut 0).unwrap();
+        drop(write);
+        wait_until(|| channel.lock().read.is_none());
+        let mut got = Vec::new();
+        read_append(late_read.as_raw_fd(), &mut got, 100).unwrap();
+        assert_eq!(got, b"late");
+        assert!(channel.take_pending().is_empty());
+    }
+
+    #[test]
+    fn end_sees_eof_when_no_writer_is_left() {
+        let (read, write) = pipe().unwrap();
+        let channel = Channel::new(read, Vec::new(), true, Box::new(|| {}));
+        sys::write_all(write.as_raw_fd(), b"all", &mut 0).unwrap();
+        drop(write);
+        assert_eq!(channel.end(None), (b"all".to_vec(), true));
+    }
+
+    #[test]
+    fn forwards_every_byte_as_it_arrives() {
+        let (read, write) = pipe().unwrap();
+        let file = crate::capture::create().unwrap();
+        let copy = sys::dup_above_stdio(file.as_raw_fd()).unwrap();
+        let channel = Arc::new(Channel::new(read, vec![copy], false, Box::new(|| {})));
+        register(Arc::clone(&channel)).unwrap();
+        sys::write_all(write.as_raw_fd(), b"teed", &mut 0).unwrap();
+        wait_until(|| crate::capture::size(&file).unwrap() == 4);
+        drop(write);
+        wait_until(|| channel.lock().read.is_none());
+        assert!(channel.take_pending().is_empty());
+    }
+}
