@@ -2,7 +2,7 @@
 //! flushing), and holds the bytes read back at exit.
 
 use std::os::fd::OwnedFd;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
 
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
@@ -35,14 +35,14 @@ impl Captured {
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    fn lock(&self, py: Python<'_>) -> std::sync::MutexGuard<'_, State> {
+        super::lock(py, &self.state)
     }
 
     /// The block has ended: read everything back (releasing the file's pages behind the copy),
     /// or, in a forked child that inherited the block, leave the parent's file untouched.
     pub fn finish(&self, py: Python<'_>, inherited: bool) -> PyResult<()> {
-        let memfd = match &*self.lock() {
+        let memfd = match &*self.lock(py) {
             State::Active(memfd) => Arc::clone(memfd),
             State::Done(_) => return Ok(()),
         };
@@ -52,7 +52,7 @@ impl Captured {
             let size = capture::size(&memfd).map_err(|e| os_error(e.raw_os_error().unwrap_or(libc::EIO)))?;
             new_bytes_filled(py, size, |buf| capture::read_and_release(&memfd, buf))?
         };
-        *self.lock() = State::Done(bytes.unbind());
+        *self.lock(py) = State::Done(bytes.unbind());
         Ok(())
     }
 }
@@ -87,7 +87,7 @@ fn new_bytes_filled(
 impl Captured {
     /// All bytes captured so far (inside the block, after flushing every buffer), or all of them.
     fn getbytes(&self, py: Python<'_>) -> PyResult<Py<PyBytes>> {
-        let memfd = match &*self.lock() {
+        let memfd = match &*self.lock(py) {
             State::Done(bytes) => return Ok(bytes.clone_ref(py)),
             State::Active(memfd) => Arc::clone(memfd),
         };
@@ -107,8 +107,8 @@ impl Captured {
             .unbind())
     }
 
-    fn __repr__(&self) -> String {
-        match &*self.lock() {
+    fn __repr__(&self, py: Python<'_>) -> String {
+        match &*self.lock(py) {
             State::Active(_) => "<fdredirect.Captured (block running)>".to_owned(),
             State::Done(_) => "<fdredirect.Captured (done)>".to_owned(),
         }

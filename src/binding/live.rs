@@ -55,14 +55,16 @@ pub struct Live {
     errors: String,
     channel: Arc<Channel>,
     /// Where pending bytes go if the process exits while the block is open.
-    original: Option<OwnedFd>,
+    /// Released as soon as the block ends: the delivery queue may hold the `Live` a while longer.
+    original: Mutex<Option<OwnedFd>>,
     busy: Mutex<bool>,
     idle: Condvar,
     queued: AtomicBool,
     delivery: Mutex<Delivery>,
 }
 
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+/// Lock from a thread that is not attached to Python (the reader, the delivery thread waiting).
+fn lock_detached<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
@@ -104,6 +106,7 @@ impl Live {
             lines: LineSplitter::default(),
             error: None,
         };
+        ensure_delivery_thread(&mut super::lock(py, &QUEUE)).map_err(super::errors::io_error)?;
         let live = Arc::new_cyclic(|me: &Weak<Live>| {
             let me = me.clone();
             let notify = Box::new(move || {
@@ -119,7 +122,7 @@ impl Live {
                 encoding,
                 errors: errors.to_owned(),
                 channel: Arc::new(Channel::new(read, forward, true, notify)),
-                original,
+                original: Mutex::new(original),
                 busy: Mutex::new(false),
                 idle: Condvar::new(),
                 queued: AtomicBool::new(false),
@@ -127,14 +130,14 @@ impl Live {
             }
         });
         reader::register(Arc::clone(&live.channel)).map_err(super::errors::io_error)?;
-        lock(&ACTIVE).push(Arc::clone(&live));
+        super::lock(py, &ACTIVE).push(Arc::clone(&live));
         Ok(live)
     }
 
     /// The block has ended (fd restored): deliver everything the pipe held, in order, then
     /// return the target's first exception, if any.
     pub fn end(&self, py: Python<'_>, late: Option<OwnedFd>) -> PyResult<()> {
-        lock(&ACTIVE).retain(|live| !std::ptr::eq(Arc::as_ptr(live), self));
+        self.forget(py);
         let channel = &self.channel;
         let (rest, eof) = py.detach(|| channel.end(late));
         if eof {
@@ -147,24 +150,37 @@ impl Live {
     }
 
     /// A forked child leaving an inherited block: the channel belongs to the parent's reader.
-    pub fn abandon(&self) {
-        lock(&ACTIVE).retain(|live| !std::ptr::eq(Arc::as_ptr(live), self));
+    pub fn abandon(&self, py: Python<'_>) {
+        self.forget(py);
+    }
+
+    fn forget(&self, py: Python<'_>) {
+        drop(super::lock(py, &self.original).take());
+        let removed: Vec<Arc<Live>> = {
+            let mut active = super::lock(py, &ACTIVE);
+            let (mine, others) = active.drain(..).partition(|live| std::ptr::eq(Arc::as_ptr(live), self));
+            *active = others;
+            mine
+        };
+        drop(removed); // outside the lock: dropping may run Python code
     }
 
     /// Deliver what is pending plus `extra`. With `last`, returns the target's first exception.
     fn deliver(&self, py: Python<'_>, extra: Vec<u8>, last: bool) -> Option<PyErr> {
         // One delivery of this block at a time; wait without the GIL, which the other may need.
         py.detach(|| {
-            let mut busy = lock(&self.busy);
+            let mut busy = lock_detached(&self.busy);
             while *busy {
                 busy = self.idle.wait(busy).unwrap_or_else(PoisonError::into_inner);
             }
             *busy = true;
         });
-        let mut bytes = py.detach(|| self.channel.take_pending());
+        // Taken with the GIL held: bytes taken by a thread that then waited for the GIL could be
+        // stranded forever at interpreter shutdown. The channel lock is only ever held briefly.
+        let mut bytes = self.channel.take_pending();
         bytes.extend(extra);
         // Uncontended: only the holder of `busy` touches `delivery`.
-        let mut delivery = lock(&self.delivery);
+        let mut delivery = super::lock(py, &self.delivery);
         if delivery.error.is_none() {
             if let Err(err) = self.send(py, &mut delivery, &bytes, last) {
                 delivery.error = Some(err);
@@ -172,7 +188,7 @@ impl Live {
         }
         let error = if last { delivery.error.take() } else { None };
         drop(delivery);
-        *lock(&self.busy) = false;
+        *super::lock(py, &self.busy) = false;
         self.idle.notify_all();
         error
     }
@@ -260,32 +276,36 @@ static QUEUE: Mutex<Queue> = Mutex::new(Queue {
 static WORK: Condvar = Condvar::new();
 static SHUTTING_DOWN: AtomicBool = AtomicBool::new(false);
 
+/// Start the delivery thread on first use, and again in a forked child (where the parent's
+/// thread does not exist).
+fn ensure_delivery_thread(queue: &mut Queue) -> std::io::Result<()> {
+    let generation = crate::stack::generation();
+    if queue.generation != Some(generation) {
+        queue.jobs.clear();
+        std::thread::Builder::new()
+            .name("fdredirect-delivery".into())
+            .spawn(run)?;
+        queue.generation = Some(generation);
+    }
+    Ok(())
+}
+
 fn schedule(live: Arc<Live>) {
     if live.queued.swap(true, Ordering::AcqRel) {
         return; // already waiting for the delivery thread
     }
-    let mut queue = lock(&QUEUE);
-    let generation = crate::stack::generation();
-    if queue.generation != Some(generation) {
-        // First use, or a forked child (the parent's thread does not exist here).
-        queue.jobs.clear();
-        if std::thread::Builder::new()
-            .name("fdredirect-delivery".into())
-            .spawn(run)
-            .is_err()
-        {
-            return; // no thread: the block's exit still delivers everything
-        }
-        queue.generation = Some(generation);
+    let mut queue = lock_detached(&QUEUE);
+    // Without a thread, the block's exit still delivers everything.
+    if ensure_delivery_thread(&mut queue).is_ok() {
+        queue.jobs.push_back(live);
+        WORK.notify_one();
     }
-    queue.jobs.push_back(live);
-    WORK.notify_one();
 }
 
 fn run() {
     loop {
         let live = {
-            let mut queue = lock(&QUEUE);
+            let mut queue = lock_detached(&QUEUE);
             loop {
                 if let Some(live) = queue.jobs.pop_front() {
                     break live;
@@ -309,20 +329,17 @@ fn run() {
 /// then goes straight to the restored fd.
 pub fn shutdown(py: Python<'_>) {
     SHUTTING_DOWN.store(true, Ordering::Release);
-    let open: Vec<Arc<Live>> = std::mem::take(&mut *lock(&ACTIVE));
-    py.detach(|| {
-        for live in open.iter().rev() {
-            let _ = crate::stack::exit(live.fd, live.entry, false);
-            let original = live
-                .original
-                .as_ref()
-                .and_then(|fd| sys::dup_above_stdio(fd.as_raw_fd()).ok());
-            let (rest, _) = live.channel.end(original);
-            let mut bytes = live.channel.take_pending();
-            bytes.extend(rest);
-            if let Some(original) = &live.original {
-                let _ = sys::write_all(original.as_raw_fd(), &bytes, &mut 0);
-            }
+    let open: Vec<Arc<Live>> = std::mem::take(&mut *super::lock(py, &ACTIVE));
+    // The GIL stays held throughout, so the delivery thread cannot start another delivery.
+    for live in open.iter().rev() {
+        let _ = crate::stack::exit(live.fd, live.entry, false);
+        let original = super::lock(py, &live.original).take();
+        let late = original
+            .as_ref()
+            .and_then(|fd| sys::dup_above_stdio(fd.as_raw_fd()).ok());
+        let (rest, _) = live.channel.end(late);
+        if let Some(original) = &original {
+            let _ = sys::write_all(original.as_raw_fd(), &rest, &mut 0);
         }
-    });
+    }
 }

@@ -7,7 +7,17 @@ pub mod redirect;
 pub mod streams;
 pub mod testing;
 
+use std::sync::{Mutex, MutexGuard, PoisonError};
+
 use pyo3::prelude::*;
+use pyo3::sync::MutexExt;
+
+/// Lock a mutex while attached to Python. A plain `lock()` that has to wait would wait while
+/// holding the GIL, and the holder may itself be waiting for the GIL (any Python call can release
+/// it, e.g. `intern!` on first use): waiting detached cannot deadlock that way.
+pub fn lock<'a, T>(py: Python<'_>, mutex: &'a Mutex<T>) -> MutexGuard<'a, T> {
+    mutex.lock_py_attached(py).unwrap_or_else(PoisonError::into_inner)
+}
 
 /// Flush Python's `sys` streams, libc's stdout/stderr and every loaded C++/Fortran runtime.
 #[pyfunction]

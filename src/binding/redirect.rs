@@ -5,7 +5,7 @@
 
 use std::ffi::CString;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::thread::ThreadId;
 
 use pyo3::exceptions::{PyRuntimeError, PyValueError};
@@ -160,7 +160,7 @@ impl Redirect {
         let Switched {
             captured, live, tee, ..
         } = switched;
-        self.lock().push(Active {
+        self.lock(py).push(Active {
             thread,
             id,
             captured,
@@ -175,7 +175,7 @@ impl Redirect {
     fn __exit__(&self, py: Python<'_>, _exc_info: &Bound<'_, PyTuple>) -> PyResult<bool> {
         let thread = std::thread::current().id();
         let active = {
-            let mut entries = self.lock();
+            let mut entries = self.lock(py);
             let Some(index) = entries.iter().rposition(|a| a.thread == thread) else {
                 return Err(PyRuntimeError::new_err(
                     "__exit__ without a matching __enter__ in this thread",
@@ -193,7 +193,7 @@ impl Redirect {
         if exited.inherited {
             // A forked child leaving a block of its parent's: the sinks are the parent's.
             if let Some(live) = &active.live {
-                live.abandon();
+                live.abandon(py);
             }
         } else if let Some(live) = &active.live {
             delivery_error = live.end(py, exited.restored).err();
@@ -232,8 +232,8 @@ impl Redirect {
 }
 
 impl Redirect {
-    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Active>> {
-        self.active.lock().unwrap_or_else(PoisonError::into_inner)
+    fn lock(&self, py: Python<'_>) -> std::sync::MutexGuard<'_, Vec<Active>> {
+        super::lock(py, &self.active)
     }
 
     fn new_captured(&self, py: Python<'_>, memfd: OwnedFd) -> PyResult<Py<Captured>> {

@@ -6,7 +6,7 @@
 //! when `sys.stdout` was not fd 1 at all (a `StringIO`, pytest, a Jupyter kernel).
 
 use std::os::fd::RawFd;
-use std::sync::{Mutex, PoisonError};
+use std::sync::Mutex;
 
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
@@ -14,6 +14,7 @@ use pyo3::types::{PyBytes, PyMemoryView, PyModule, PyString};
 use pyo3::{intern, IntoPyObjectExt};
 
 use super::errors::os_error;
+use super::lock;
 use crate::sys;
 
 /// What the writer does with characters its encoding cannot represent: never fail a `print`.
@@ -101,45 +102,47 @@ pub fn flush_python(py: Python<'_>) {
 /// A block on `fd` begins: at the outermost, remember `sys.<name>` and put the writer there.
 /// Returns the writer's previous encoding, for `deactivate`.
 pub fn activate(py: Python<'_>, fd: RawFd, encoding: Option<&str>) -> PyResult<Option<String>> {
+    // Everything that may initialise a once-cell (and so release the GIL) before locking.
     let writer = writer(py, fd)?;
     let sys = sys_module(py)?;
+    let name = sys_name(py, fd);
     {
-        let mut swaps = SWAPS.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut swaps = lock(py, &SWAPS);
         let swap = &mut swaps[(fd - 1) as usize];
         if swap.depth == 0 {
-            let name = sys_name(py, fd);
             swap.original = Some(sys.getattr(name)?.unbind());
             sys.setattr(name, writer)?;
         }
         swap.depth += 1;
     }
     let encoding = encoding.filter(|e| !is_utf8(e)).map(str::to_owned);
-    let mut current = writer.get().encoding.lock().unwrap_or_else(PoisonError::into_inner);
+    let mut current = lock(py, &writer.get().encoding);
     Ok(std::mem::replace(&mut *current, encoding))
 }
 
 /// A block on `fd` ends: at the outermost, put back the remembered object, unless the user
 /// replaced `sys.<name>` meanwhile (their choice wins).
 pub fn deactivate(py: Python<'_>, fd: RawFd, previous_encoding: Option<String>) {
-    let Ok(writer) = writer(py, fd) else { return };
-    *writer.get().encoding.lock().unwrap_or_else(PoisonError::into_inner) = previous_encoding;
-    let original = {
-        let mut swaps = SWAPS.lock().unwrap_or_else(PoisonError::into_inner);
-        let swap = &mut swaps[(fd - 1) as usize];
-        swap.depth = swap.depth.saturating_sub(1);
-        if swap.depth > 0 {
-            return;
-        }
-        swap.original.take()
-    };
-    let (Some(original), Ok(sys)) = (original, sys_module(py)) else {
+    let (Ok(writer), Ok(sys)) = (writer(py, fd), sys_module(py)) else {
         return;
     };
     let name = sys_name(py, fd);
+    *lock(py, &writer.get().encoding) = previous_encoding;
+    let mut swaps = lock(py, &SWAPS);
+    let swap = &mut swaps[(fd - 1) as usize];
+    swap.depth = swap.depth.saturating_sub(1);
+    if swap.depth > 0 {
+        return;
+    }
+    let Some(original) = swap.original.take() else {
+        return;
+    };
     let still_ours = sys.getattr(name).is_ok_and(|current| current.is(writer));
     if still_ours {
-        let _ = sys.setattr(name, original);
+        let _ = sys.setattr(name, &original);
     }
+    drop(swaps);
+    drop(original); // outside the lock: the last reference may run Python code
 }
 
 fn is_utf8(encoding: &str) -> bool {
@@ -164,7 +167,7 @@ impl FdWriter {
     }
 
     fn encode<'py>(&self, text: &Bound<'py, PyString>) -> PyResult<Bound<'py, PyBytes>> {
-        let encoding = self.encoding.lock().unwrap_or_else(PoisonError::into_inner).clone();
+        let encoding = lock(text.py(), &self.encoding).clone();
         match encoding {
             None => match text.encode_utf8() {
                 Ok(bytes) => Ok(bytes),
@@ -235,12 +238,8 @@ impl FdWriter {
     }
 
     #[getter]
-    fn encoding(&self) -> String {
-        self.encoding
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
-            .unwrap_or_else(|| "utf-8".to_owned())
+    fn encoding(&self, py: Python<'_>) -> String {
+        lock(py, &self.encoding).clone().unwrap_or_else(|| "utf-8".to_owned())
     }
 
     #[getter]
