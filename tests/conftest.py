@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+pytest_plugins = ["pytester"]
+
 # On CI every emitter must be built: a missing compiler is a failure, not a skip.
 ON_CI = os.environ.get("CI") == "true"
 

@@ -348,4 +348,5 @@ with redirect_stdout_fd(stream) as block:
 sys.__stderr__.write(repr(stream.getvalue()) + "\\n")
 """
     )
-    assert eval(child.err.strip()) == "parent\nchild\n"
+    # CPython >= 3.12 warns on stderr that the process had threads (the reader's) at fork().
+    assert eval(child.err.strip().splitlines()[-1]) == "parent\nchild\n"
