@@ -1,0 +1,159 @@
+"""Run every benchmark case against every competitor, in the same run, and print the tables.
+
+    pip install -e '.[bench]'     # wurlitzer and pytest
+    python bench/run.py           # Markdown on stdout; JSON in bench/results.json
+
+Each (case, competitor) runs in a fresh interpreter (bench/cases.py) with stdout on /dev/null,
+so peak memory and stdio buffering are its own. Medians of several repeats; the ratios compare
+competitors measured in this same run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).parent
+
+PLAN: list[tuple[str, str, list[str]]] = [
+    (
+        "empty_block",
+        "1. Enter + exit of an empty capture block (µs, median)",
+        [
+            "fdredirect",
+            "wurlitzer.pipes",
+            "FDCapture",
+            "FDCaptureBinary",
+            "C floor: dup+dup2+dup2+close",
+            "C floor: memfd + the same",
+        ],
+    ),
+    (
+        "bulk_capture",
+        "2. 256 MiB from C write(1) in 64 KiB chunks, captured",
+        [
+            "fdredirect bytes",
+            "dup onto temp file (Python)",
+            "FDCaptureBinary",
+            "wurlitzer bytes",
+            "fdredirect text",
+            "FDCapture",
+            "wurlitzer text",
+        ],
+    ),
+    ("printf_lines", "3. 10 million printf lines, fully buffered stdio (s)", ["fdredirect", "to /dev/null"]),
+    (
+        "latency_sleeping",
+        "4a. Forwarding latency, main thread sleeping (ms)",
+        ["fdredirect", "wurlitzer.pipes", "wurlitzer.sys_pipes"],
+    ),
+    (
+        "latency_python",
+        "4b. Forwarding latency, main thread running pure Python, lines 10 ms apart (ms)",
+        ["fdredirect", "wurlitzer.pipes", "wurlitzer.sys_pipes"],
+    ),
+    (
+        "latency_c_calls",
+        "4c. Forwarding latency, main thread calling 1 ms C functions holding the GIL (ms, report only)",
+        ["fdredirect", "wurlitzer.pipes", "wurlitzer.sys_pipes"],
+    ),
+    ("tee", "5. 256 MiB captured and teed to /dev/null", ["fdredirect tee"]),
+    ("live", "6. 256 MiB into a live StringIO target", ["fdredirect", "fdredirect, GIL held"]),
+    ("print_heavy", "7. One million print() calls (s)", ["inside a capture block", "plain sys.stdout"]),
+]
+
+
+def build_floors(out_dir: Path) -> Path:
+    library = out_dir / "floors.so"
+    subprocess.run(
+        ["gcc", "-O2", "-shared", "-fPIC", str(HERE / "floors.c"), "-o", str(library), "-lpthread"], check=True
+    )
+    return library
+
+
+def run_case(case: str, competitor: str, floors: Path) -> dict[str, Any]:
+    read, write = os.pipe()
+    env = dict(os.environ)
+    env.pop("PYTHONUNBUFFERED", None)  # stdio fully buffered, as in production
+    env["BENCH_RESULTS_FD"] = str(write)
+    with open(os.devnull, "w") as devnull:
+        child = subprocess.Popen(
+            [sys.executable, str(HERE / "cases.py"), case, competitor, str(floors)],
+            stdout=devnull,
+            pass_fds=(write,),
+            env=env,
+        )
+    os.close(write)
+    with os.fdopen(read, "rb") as results:
+        payload = results.read()
+    if child.wait() != 0 or not payload:
+        return {"error": f"exit status {child.returncode}"}
+    result: dict[str, Any] = json.loads(payload)
+    return result
+
+
+def machine() -> str:
+    model = "unknown CPU"
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            model = line.split(":", 1)[1].strip()
+            break
+    return (
+        f"{model}, {os.cpu_count()} cores, Linux {platform.release()}, "
+        f"CPython {platform.python_version()}, {datetime.date.today().isoformat()}"
+    )
+
+
+def table(title: str, rows: list[tuple[str, dict[str, Any]]]) -> str:
+    keys = sorted(
+        {k for _, r in rows for k in r if k != "n"},
+        key=["us", "mb_s", "memory_x", "s", "p50_ms", "p99_ms", "error"].index,
+    )
+    first = rows[0][1]
+    lines = [
+        f"**{title}**",
+        "",
+        "| competitor | " + " | ".join(keys) + " | fdredirect vs it |",
+        "|---" * (len(keys) + 2) + "|",
+    ]
+    for name, result in rows:
+        cells = [f"{result[k]:.3g}" if isinstance(result.get(k), float) else str(result.get(k, "")) for k in keys]
+        ratio = ""
+        if name != rows[0][0] and "error" not in result and "error" not in first:
+            key = keys[0]
+            ours, theirs = first[key], result[key]
+            # For times, bigger ratio = fdredirect faster; for throughput, likewise.
+            ratio = f"{theirs / ours:.2f}×" if key in ("us", "s", "p50_ms", "p99_ms") else f"{ours / theirs:.2f}×"
+        lines.append(f"| {name} | " + " | ".join(cells) + f" | {ratio} |")
+    return "\n".join(lines)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--only", help="run only the cases whose name contains this")
+    parser.add_argument("--json", default=str(HERE / "results.json"), help="where to write the JSON results")
+    args = parser.parse_args()
+    results: dict[str, Any] = {"machine": machine(), "cases": {}}
+    print(f"Machine: {results['machine']}\n")
+    with tempfile.TemporaryDirectory() as tmp:
+        floors = build_floors(Path(tmp))
+        for case, title, competitors in PLAN:
+            if args.only and args.only not in case:
+                continue
+            rows = [(competitor, run_case(case, competitor, floors)) for competitor in competitors]
+            results["cases"][case] = {"title": title, "results": dict(rows)}
+            print(table(title, rows), end="\n\n", flush=True)
+    Path(args.json).write_text(json.dumps(results, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
