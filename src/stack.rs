@@ -115,7 +115,7 @@ fn open_sink(fd: RawFd, sink: &Sink<'_>) -> Result<(Option<OwnedFd>, RawFd), Err
             }
             return Ok((None, target));
         }
-        Sink::Capture => capture::create()?,
+        Sink::Capture => capture::take()?,
         Sink::Path(path) => sys::open_for_append(path).map_err(|e| {
             let path = std::path::PathBuf::from(std::ffi::OsStr::from_bytes(path.to_bytes()));
             Error::os(e, Subject::Path(path))
@@ -302,14 +302,17 @@ mod tests {
     fn read_only_and_closed_targets_are_refused_without_change() {
         let _serial = serial();
         let (_keep, fd) = private_fd();
-        // SAFETY: a literal path; the fd is wrapped at once.
+        // SAFETY: a literal path; the fd is closed below.
         let read_only = unsafe { libc::open(c"/dev/null".as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC) };
         assert!(matches!(enter(fd, &Sink::Fd(read_only), false), Err(Error::ReadOnly(f)) if f == read_only));
         sys::close(read_only);
-        match enter(fd, &Sink::Fd(read_only), false) {
+        // Far above anything the tests open (other threads open fds concurrently).
+        let closed = 1000;
+        assert!(sys::access_mode(closed).is_err());
+        match enter(fd, &Sink::Fd(closed), false) {
             Err(Error::Os { err, subject }) => {
                 assert_eq!(err.raw_os_error(), Some(libc::EBADF));
-                assert_eq!(subject, Subject::Fd(read_only));
+                assert_eq!(subject, Subject::Fd(closed));
             }
             other => panic!("expected EBADF, got {other:?}"),
         }
