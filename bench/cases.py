@@ -28,6 +28,7 @@ floors = ctypes.CDLL(sys.argv[3])
 floors.floor_dup.restype = ctypes.c_double
 floors.floor_memfd.restype = ctypes.c_double
 floors.floor_pipe_reader.restype = ctypes.c_double
+floors.floor_wake_latency.restype = ctypes.c_double
 gil_holding = ctypes.PyDLL(sys.argv[3])  # PyDLL: the call keeps the GIL, like most extensions
 
 
@@ -231,12 +232,13 @@ def forwarding(competitor: str, recorder: Recorder) -> Iterator[None]:
     elif competitor == "wurlitzer.sys_pipes":
         from wurlitzer import sys_pipes
 
-        saved, sys.stdout = sys.stdout, recorder
+        saved = sys.stdout, sys.stderr
+        sys.stdout, sys.stderr = recorder, io.StringIO()  # sys_pipes forwards fds 1/2 to these
         try:
             with sys_pipes():
                 yield
         finally:
-            sys.stdout = saved
+            sys.stdout, sys.stderr = saved
     else:
         raise SystemExit(f"unknown competitor {competitor}")
 
@@ -251,6 +253,8 @@ def _percentiles(latencies: list[float]) -> dict[str, Any]:
 
 
 def latency_sleeping(competitor: str) -> dict[str, Any]:
+    if competitor == "C floor: one thread wake-up":
+        return {"p50_ms": floors.floor_wake_latency(100) * 1e3}
     recorder = Recorder()
     with forwarding(competitor, recorder):
         for _ in range(100):

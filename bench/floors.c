@@ -115,3 +115,42 @@ void spin(long us) {
     double end = now() + (double)us * 1e-6;
     while (now() < end) {}
 }
+
+/* Median latency (seconds) from write() of a line to a C thread blocked in read() getting it:
+ * the floor for forwarding, one thread wake-up and nothing else. */
+struct wake { int fd; double *arrived; long n; };
+static void *wake_thread(void *arg) {
+    struct wake *w = arg;
+    char buf[64];
+    for (long i = 0; i < w->n; i++) {
+        if (read(w->fd, buf, sizeof buf) <= 0) break;
+        w->arrived[i] = now();
+    }
+    return NULL;
+}
+static int cmp_double(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+double floor_wake_latency(long n) {
+    int fds[2];
+    if (pipe2(fds, O_CLOEXEC) != 0) return -1;
+    double *sent = calloc((size_t)n, sizeof *sent), *arrived = calloc((size_t)n, sizeof *arrived);
+    struct wake w = {fds[0], arrived, n};
+    pthread_t t;
+    pthread_create(&t, NULL, wake_thread, &w);
+    for (long i = 0; i < n; i++) {
+        usleep(10000);
+        sent[i] = now();
+        if (write(fds[1], "line\n", 5) != 5) break;
+    }
+    pthread_join(t, NULL);
+    for (long i = 0; i < n; i++) sent[i] = arrived[i] - sent[i];
+    qsort(sent, (size_t)n, sizeof *sent, cmp_double);
+    double median = sent[n / 2];
+    free(sent);
+    free(arrived);
+    close(fds[0]);
+    close(fds[1]);
+    return median;
+}

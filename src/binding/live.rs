@@ -303,8 +303,10 @@ fn schedule(live: Arc<Live>) {
 }
 
 fn run() {
-    loop {
-        let live = {
+    // Attached for the thread's whole life, detached while waiting: attaching anew per delivery
+    // would create and destroy a Python thread state every time.
+    Python::attach(|py| loop {
+        let live = py.detach(|| {
             let mut queue = lock_detached(&QUEUE);
             loop {
                 if let Some(live) = queue.jobs.pop_front() {
@@ -312,15 +314,15 @@ fn run() {
                 }
                 queue = WORK.wait(queue).unwrap_or_else(PoisonError::into_inner);
             }
-        };
+        });
         live.queued.store(false, Ordering::Release);
         if SHUTTING_DOWN.load(Ordering::Acquire) {
             continue;
         }
-        // The only place a native thread takes the GIL. During interpreter shutdown this blocks
-        // forever (PyO3 parks the thread); nothing ever joins it.
-        Python::attach(|py| live.deliver(py, Vec::new(), false));
-    }
+        // The only place a native thread runs Python. During interpreter shutdown, taking the
+        // GIL back blocks forever (PyO3 parks the thread); nothing ever joins it.
+        live.deliver(py, Vec::new(), false);
+    });
 }
 
 /// Interpreter shutdown with live blocks still open: stop delivering (the delivery thread may be
