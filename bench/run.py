@@ -115,7 +115,7 @@ def machine() -> str:
 def table(title: str, rows: list[tuple[str, dict[str, Any]]]) -> str:
     keys = sorted(
         {k for _, r in rows for k in r if k != "n"},
-        key=["us", "mb_s", "memory_x", "s", "p50_ms", "p99_ms", "error"].index,
+        key=["us", "mb_s", "memory_x", "s", "s_with_exit", "p50_ms", "p99_ms", "error"].index,
     )
     first = rows[0][1]
     lines = [

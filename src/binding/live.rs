@@ -302,26 +302,34 @@ fn schedule(live: Arc<Live>) {
     }
 }
 
-fn run() {
-    // Attached for the thread's whole life, detached while waiting: attaching anew per delivery
-    // would create and destroy a Python thread state every time.
-    Python::attach(|py| loop {
-        let live = py.detach(|| {
-            let mut queue = lock_detached(&QUEUE);
-            loop {
-                if let Some(live) = queue.jobs.pop_front() {
-                    break live;
-                }
-                queue = WORK.wait(queue).unwrap_or_else(PoisonError::into_inner);
-            }
-        });
-        live.queued.store(false, Ordering::Release);
-        if SHUTTING_DOWN.load(Ordering::Acquire) {
-            continue;
+fn next_job() -> Arc<Live> {
+    let mut queue = lock_detached(&QUEUE);
+    loop {
+        if let Some(live) = queue.jobs.pop_front() {
+            live.queued.store(false, Ordering::Release);
+            return live;
         }
-        // The only place a native thread runs Python. During interpreter shutdown, taking the
-        // GIL back blocks forever (PyO3 parks the thread); nothing ever joins it.
-        live.deliver(py, Vec::new(), false);
+        queue = WORK.wait(queue).unwrap_or_else(PoisonError::into_inner);
+    }
+}
+
+fn run() {
+    // The first job is awaited without Python: a thread started just before the interpreter
+    // exits must not try to attach to it.
+    let first = next_job();
+    // Attached for the thread's whole life, detached while waiting: attaching anew per delivery
+    // would create and destroy a Python thread state every time. `try_attach`: if the
+    // interpreter is already gone, there is nobody left to deliver to.
+    let _ = Python::try_attach(|py| {
+        let mut live = first;
+        loop {
+            // The only place a native thread runs Python. During interpreter shutdown, taking
+            // the GIL back blocks forever (PyO3 parks the thread); nothing ever joins it.
+            if !SHUTTING_DOWN.load(Ordering::Acquire) {
+                live.deliver(py, Vec::new(), false);
+            }
+            live = py.detach(next_job);
+        }
     });
 }
 
