@@ -6,7 +6,7 @@ use std::any::Any;
 use std::cell::RefCell;
 use std::sync::Once;
 
-use crate::{capture, flush, reader, stack};
+use crate::{flush, reader, stack};
 
 thread_local! {
     // The guards taken in `prepare`, dropped (unlocked) by `parent`/`child` in the same thread.
@@ -18,13 +18,11 @@ extern "C" fn prepare() {
     let stacks = stack::lock_stacks();
     let runtimes = flush::lock_runtimes();
     let registry = reader::lock_registry();
-    let stock = capture::lock_stock();
     HELD.with(|held| {
         let mut held = held.borrow_mut();
         held.push(Box::new(stacks));
         held.push(Box::new(runtimes));
         held.push(Box::new(registry));
-        held.push(Box::new(stock));
     });
 }
 

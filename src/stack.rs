@@ -115,7 +115,7 @@ fn open_sink(fd: RawFd, sink: &Sink<'_>) -> Result<(Option<OwnedFd>, RawFd), Err
             }
             return Ok((None, target));
         }
-        Sink::Capture => capture::take()?,
+        Sink::Capture => capture::create()?,
         Sink::Path(path) => sys::open_for_append(path).map_err(|e| {
             let path = std::path::PathBuf::from(std::ffi::OsStr::from_bytes(path.to_bytes()));
             Error::os(e, Subject::Path(path))

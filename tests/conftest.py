@@ -60,11 +60,6 @@ def unbuffered(request: pytest.FixtureRequest) -> bool:
 
 
 def open_fds() -> int:
-    """Open fds, once the library's background file work (a small stock of fresh memory files,
-    closes of finished ones) has settled."""
-    from fdredirect import _native
-
-    _native.settle()
     return len(os.listdir("/proc/self/fd"))
 
 

@@ -25,7 +25,6 @@ __all__ = [
     "c_printf",
     "c_write",
     "flush_all",
-    "settle",
     "shutdown",
 ]
 
@@ -132,10 +131,6 @@ class FdWriter:
 def flush_all() -> None:
     """Flush ``sys.stdout``/``sys.stderr`` (and ``__stdout__``/``__stderr__``), libc's stdout and
     stderr, and every loaded libstdc++ and libgfortran."""
-
-def settle() -> None:
-    """Wait until background work on memory files (the stock of fresh ones, closing finished ones)
-    is done. For tests that count open fds."""
 
 def shutdown() -> None:
     """At interpreter exit: end open live blocks, writing undelivered output to the original fd."""

@@ -53,10 +53,6 @@ impl Captured {
             new_bytes_filled(py, size, |buf| capture::read_and_release(&memfd, buf))?
         };
         *self.lock(py) = State::Done(bytes.unbind());
-        // The last holder closes the file, off this thread unless it is the parent's.
-        if let (Ok(memfd), false) = (Arc::try_unwrap(memfd), inherited) {
-            capture::retire(memfd);
-        }
         Ok(())
     }
 }

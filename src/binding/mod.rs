@@ -32,10 +32,3 @@ pub fn flush_all(py: Python<'_>) {
 pub fn shutdown(py: Python<'_>) {
     live::shutdown(py);
 }
-
-/// Wait until background work on memory files (making fresh ones, closing finished ones) is
-/// done. For tests that count open fds.
-#[pyfunction]
-pub fn settle(py: Python<'_>) {
-    py.detach(crate::capture::settle);
-}

@@ -269,7 +269,7 @@ impl Redirect {
         let mut memfd = None;
         match sink {
             Some(Sink::Capture) => {
-                let file = capture::take().map_err(io_error)?;
+                let file = capture::create().map_err(io_error)?;
                 forward.push(sys::dup_above_stdio(file.as_raw_fd()).map_err(io_error)?);
                 memfd = Some(file);
             }
