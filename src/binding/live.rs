@@ -167,14 +167,19 @@ impl Live {
 
     /// Deliver what is pending plus `extra`. With `last`, returns the target's first exception.
     fn deliver(&self, py: Python<'_>, extra: Vec<u8>, last: bool) -> Option<PyErr> {
-        // One delivery of this block at a time; wait without the GIL, which the other may need.
-        py.detach(|| {
-            let mut busy = lock_detached(&self.busy);
-            while *busy {
-                busy = self.idle.wait(busy).unwrap_or_else(PoisonError::into_inner);
-            }
-            *busy = true;
-        });
+        // One delivery of this block at a time. Usually nobody else delivers: take the flag at
+        // once (detaching costs a GIL hand-off). Otherwise wait without the GIL, which the other
+        // delivery may need to finish.
+        let was_busy = std::mem::replace(&mut *super::lock(py, &self.busy), true);
+        if was_busy {
+            py.detach(|| {
+                let mut busy = lock_detached(&self.busy);
+                while *busy {
+                    busy = self.idle.wait(busy).unwrap_or_else(PoisonError::into_inner);
+                }
+                *busy = true;
+            });
+        }
         // Taken with the GIL held: bytes taken by a thread that then waited for the GIL could be
         // stranded forever at interpreter shutdown. The channel lock is only ever held briefly.
         let mut bytes = self.channel.take_pending();
