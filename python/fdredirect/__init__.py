@@ -13,6 +13,7 @@ from . import _native
 from ._native import Captured, __version__, flush_all
 from ._redirect import redirect_stderr_fd, redirect_stdout_fd
 from ._targets import DEVNULL, STDOUT
+from .ipython import load_ipython_extension, unload_ipython_extension
 
 __all__ = [
     "DEVNULL",
@@ -20,8 +21,10 @@ __all__ = [
     "Captured",
     "__version__",
     "flush_all",
+    "load_ipython_extension",
     "redirect_stderr_fd",
     "redirect_stdout_fd",
+    "unload_ipython_extension",
 ]
 
 # Python's own buffers are copied into a forked child too: flush them first, or their bytes
