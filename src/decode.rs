@@ -40,6 +40,15 @@ fn valid_prefix(seq: &[u8]) -> bool {
     second_ok && seq[2..].iter().all(|b| b & 0xC0 == 0x80)
 }
 
+/// Whether `encoding` is one of `names` (lower case, `-` separated), as Python spells codec
+/// names loosely: `UTF_8`, `utf8`, `Latin-1`.
+pub fn encoding_is(encoding: &str, names: &[&str]) -> bool {
+    let normal = encoding.to_ascii_lowercase().replace('_', "-");
+    names.contains(&normal.as_str())
+}
+
+pub const UTF8_NAMES: &[&str] = &["utf-8", "utf8"];
+
 /// Holds back an incomplete UTF-8 tail between pieces.
 #[derive(Debug, Default)]
 pub struct Utf8Carry {

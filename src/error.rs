@@ -34,19 +34,3 @@ impl From<io::Error> for Error {
         Error::os(err, Subject::Nothing)
     }
 }
-
-impl std::fmt::Display for Error {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Error::Os { err, subject } => match subject {
-                Subject::Nothing => write!(f, "{err}"),
-                Subject::Fd(fd) => write!(f, "{err} (fd {fd})"),
-                Subject::Path(p) => write!(f, "{err}: {}", p.display()),
-            },
-            Error::ReadOnly(fd) => write!(f, "fd {fd} is open read-only, not for writing"),
-            Error::NotActive => f.write_str("this redirect is not active"),
-        }
-    }
-}
-
-impl std::error::Error for Error {}

@@ -14,7 +14,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyString};
 use pyo3::{intern, PyErr};
 
-use crate::decode::{LineSplitter, Utf8Carry};
+use crate::decode::{encoding_is, LineSplitter, Utf8Carry, UTF8_NAMES};
 use crate::reader::{self, Channel};
 use crate::sys;
 
@@ -68,11 +68,6 @@ fn lock_detached<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-fn is_one_of(encoding: &str, names: &[&str]) -> bool {
-    let normal = encoding.to_ascii_lowercase().replace('_', "-");
-    names.contains(&normal.as_str())
-}
-
 impl Live {
     /// A live block's delivery, registered with the reader.
     #[allow(clippy::too_many_arguments)]
@@ -89,9 +84,9 @@ impl Live {
         original: Option<OwnedFd>,
     ) -> PyResult<Arc<Live>> {
         let encoding = encoding.unwrap_or("utf-8").to_owned();
-        let decoder = if is_one_of(&encoding, &["utf-8", "utf8"]) {
+        let decoder = if encoding_is(&encoding, UTF8_NAMES) {
             Decoder::Utf8(Utf8Carry::default())
-        } else if is_one_of(
+        } else if encoding_is(
             &encoding,
             &["ascii", "us-ascii", "latin-1", "latin1", "iso-8859-1", "iso8859-1"],
         ) {
@@ -149,12 +144,9 @@ impl Live {
         }
     }
 
-    /// A forked child leaving an inherited block: the channel belongs to the parent's reader.
-    pub fn abandon(&self, py: Python<'_>) {
-        self.forget(py);
-    }
-
-    fn forget(&self, py: Python<'_>) {
+    /// Drop the block from the open ones (and its copy of the original fd). On its own: a forked
+    /// child leaving an inherited block, whose channel belongs to the parent's reader.
+    pub fn forget(&self, py: Python<'_>) {
         drop(super::lock(py, &self.original).take());
         let removed: Vec<Arc<Live>> = {
             let mut active = super::lock(py, &ACTIVE);

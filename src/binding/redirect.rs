@@ -75,6 +75,33 @@ struct Switched {
     tee: Option<Arc<Channel>>,
 }
 
+impl Switched {
+    /// `__enter__` failed after the switch: switch back and stop serving the block's pipe, then
+    /// hand back the error.
+    fn undo(self, py: Python<'_>, fd: RawFd, err: PyErr) -> PyErr {
+        undo_switch(py, fd, self.id);
+        if let Some(live) = &self.live {
+            let _ = live.end(py, None);
+        }
+        if let Some(channel) = &self.tee {
+            end_tee(py, channel, None);
+        }
+        err
+    }
+}
+
+fn undo_switch(py: Python<'_>, fd: RawFd, id: u64) {
+    let _ = py.detach(|| stack::exit(fd, id, false));
+}
+
+/// A tee block has ended: forward what the pipe holds, and stop serving it once it is drained.
+fn end_tee(py: Python<'_>, channel: &Arc<Channel>, late: Option<OwnedFd>) {
+    let (_, eof) = py.detach(|| channel.end(late));
+    if eof {
+        reader::unregister(channel);
+    }
+}
+
 #[pymethods]
 impl Redirect {
     #[new]
@@ -147,10 +174,7 @@ impl Redirect {
         let id = switched.id;
         let previous_encoding = match activate(py, fd, self.encoding.as_deref()) {
             Ok(previous) => previous,
-            Err(err) => {
-                let _ = py.detach(|| stack::exit(fd, id, false));
-                return Err(err);
-            }
+            Err(err) => return Err(switched.undo(py, fd, err)),
         };
         let returned = match &switched.captured {
             Some(captured) => captured.clone_ref(py).into_any(),
@@ -188,28 +212,29 @@ impl Redirect {
         let piped = active.live.is_some() || active.tee.is_some();
         let exited = py.detach(|| stack::exit(fd, active.id, piped));
         deactivate(py, fd, active.previous_encoding);
-        let exited = exited.map_err(to_pyerr)?;
+        // Whatever the restore reported, the sinks are finished: nothing captured is left behind.
+        let (inherited, restored, orphaned_followers, exit_error) = match exited {
+            Ok(e) => (e.inherited, e.restored, e.orphaned_followers, None),
+            Err(err) => (false, None, false, Some(to_pyerr(err))),
+        };
         let mut delivery_error = None;
-        if exited.inherited {
-            // A forked child leaving a block of its parent's: the sinks are the parent's.
-            if let Some(live) = &active.live {
-                live.abandon(py);
+        if let Some(live) = &active.live {
+            if inherited {
+                live.forget(py); // a forked child leaving its parent's block: the sinks are the parent's
+            } else {
+                delivery_error = live.end(py, restored).err();
             }
-        } else if let Some(live) = &active.live {
-            delivery_error = live.end(py, exited.restored).err();
-        } else if let Some(channel) = &active.tee {
-            let (_, eof) = py.detach(|| channel.end(exited.restored));
-            if eof {
-                reader::unregister(channel);
-            }
+        } else if let (Some(channel), false) = (&active.tee, inherited) {
+            end_tee(py, channel, restored);
         }
-        if let Some(captured) = &active.captured {
-            captured.get().finish(py, exited.inherited)?;
-        }
-        if let Some(err) = delivery_error {
+        let finish_error = match &active.captured {
+            Some(captured) => captured.get().finish(py, inherited).err(),
+            None => None,
+        };
+        if let Some(err) = exit_error.or(delivery_error).or(finish_error) {
             return Err(err);
         }
-        if exited.orphaned_followers {
+        if orphaned_followers {
             return Err(PyRuntimeError::new_err(
                 "the stdout redirect ended while a redirect_stderr_fd(STDOUT) entered inside it was still open; \
                  stdout was restored and stderr now follows it. End the stderr block first",
@@ -248,7 +273,7 @@ impl Redirect {
         let captured = match entered.capture.map(|memfd| self.new_captured(py, memfd)).transpose() {
             Ok(captured) => captured,
             Err(err) => {
-                let _ = py.detach(|| stack::exit(fd, id, false));
+                undo_switch(py, fd, id);
                 return Err(err);
             }
         };
@@ -282,7 +307,7 @@ impl Redirect {
         drop(write); // fd itself is now the only write end in this process
         let id = entered.id;
         let undo = |err: PyErr| {
-            let _ = py.detach(|| stack::exit(fd, id, false));
+            undo_switch(py, fd, id);
             err
         };
         let copy_original = || {

@@ -15,6 +15,7 @@ use pyo3::{intern, IntoPyObjectExt};
 
 use super::errors::os_error;
 use super::lock;
+use crate::decode::{encoding_is, UTF8_NAMES};
 use crate::sys;
 
 /// What the writer does with characters its encoding cannot represent: never fail a `print`.
@@ -115,7 +116,7 @@ pub fn activate(py: Python<'_>, fd: RawFd, encoding: Option<&str>) -> PyResult<O
         }
         swap.depth += 1;
     }
-    let encoding = encoding.filter(|e| !is_utf8(e)).map(str::to_owned);
+    let encoding = encoding.filter(|e| !encoding_is(e, UTF8_NAMES)).map(str::to_owned);
     let mut current = lock(py, &writer.get().encoding);
     Ok(std::mem::replace(&mut *current, encoding))
 }
@@ -143,13 +144,6 @@ pub fn deactivate(py: Python<'_>, fd: RawFd, previous_encoding: Option<String>) 
     }
     drop(swaps);
     drop(original); // outside the lock: the last reference may run Python code
-}
-
-fn is_utf8(encoding: &str) -> bool {
-    matches!(
-        encoding.to_ascii_lowercase().replace('_', "-").as_str(),
-        "utf-8" | "utf8"
-    )
 }
 
 impl FdWriter {
