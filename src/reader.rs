@@ -1,5 +1,7 @@
 //! The reader: one long-lived thread that drains the pipe of every live block, never touching
 //! the GIL, so a writer that holds the GIL can write any amount without blocking on a full pipe.
+//! While the delivery thread is idle it polls the live pipes itself (for latency), and the reader
+//! stands back; see "Handing the live pipes over" below.
 //!
 //! Each block has a `Channel`: the pipe's read end, fds the reader writes every byte to as it
 //! arrives (tee, the capture file behind a tee), and the bytes waiting for delivery to Python.
@@ -8,6 +10,7 @@
 
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::sync::atomic::{AtomicI32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use crate::sys;
@@ -61,12 +64,33 @@ impl Channel {
         std::mem::take(&mut self.lock().pending)
     }
 
-    /// Read what the pipe holds; returns (bytes were added for delivery, EOF reached).
-    fn drain(&self, limit: Option<usize>) -> (bool, bool) {
-        let mut state = self.lock();
-        let state = &mut *state;
+    /// The pipe's read end, to poll; `None` after EOF. The number may be closed and reused by the
+    /// time a poll returns: a wake-up on it only ever leads to `drain`, which reads under the lock.
+    pub fn read_fd(&self) -> Option<RawFd> {
+        self.lock().read.as_ref().map(AsRawFd::as_raw_fd)
+    }
+
+    /// Read what the pipe holds (a bounded amount); returns (how many bytes were added for
+    /// delivery, EOF reached).
+    pub fn drain(&self) -> (usize, bool) {
+        Self::drain_locked(&mut self.lock(), None)
+    }
+
+    /// `drain`, unless another thread is draining right now: the reader thread then leaves the
+    /// pipe to it rather than queueing behind it, and polls again.
+    fn try_drain(&self) -> Option<(usize, bool)> {
+        match self.state.try_lock() {
+            Ok(mut state) => Some(Self::drain_locked(&mut state, None)),
+            Err(std::sync::TryLockError::Poisoned(poisoned)) => {
+                Some(Self::drain_locked(&mut poisoned.into_inner(), None))
+            }
+            Err(std::sync::TryLockError::WouldBlock) => None,
+        }
+    }
+
+    fn drain_locked(state: &mut State, limit: Option<usize>) -> (usize, bool) {
         let Some(read) = state.read.as_ref().map(AsRawFd::as_raw_fd) else {
-            return (false, true);
+            return (0, true);
         };
         let before = state.pending.len();
         let mut scratch = Vec::new();
@@ -120,20 +144,19 @@ impl Channel {
             state.read = None;
             state.late = None;
         }
-        (state.pending.len() > before, eof)
+        (state.pending.len() - before, eof)
     }
 
     /// The block has ended (its fd already restored): take exactly the bytes the pipe holds now
     /// (never wait for EOF: a child may hold the write end forever), forward them, and return
     /// everything not yet delivered. Later bytes go to `late`. Returns (pending bytes, EOF reached).
     pub fn end(&self, late: Option<OwnedFd>) -> (Vec<u8>, bool) {
-        let held = self
-            .lock()
+        let mut state = self.lock();
+        let held = state
             .read
             .as_ref()
             .map_or(0, |read| sys::bytes_available(read.as_raw_fd()));
-        let (_, mut eof) = self.drain(Some(held));
-        let mut state = self.lock();
+        let (_, mut eof) = Self::drain_locked(&mut state, Some(held));
         if !eof {
             // No writer left (the usual case): EOF now, and the read end can go at once.
             if let Some(read) = &state.read {
@@ -172,6 +195,56 @@ fn read_append(fd: RawFd, buf: &mut Vec<u8>, want: usize) -> io::Result<usize> {
     Ok(n as usize)
 }
 
+// Handing the live pipes over between the delivery thread and the reader.
+//
+// A line written to an idle process should cost one thread wake-up: the delivery thread's. So
+// while the delivery thread polls the pipes of live blocks itself, the reader leaves them out of
+// its own poll: two pollers would both be woken by every write, and the second wake-up delays
+// the first. When the delivery thread leaves its poll to take the GIL, the reader must be able to
+// take over, or a writer that holds the GIL would block forever on a full pipe:
+// - after a large read (a writer is streaming), the reader is woken at once, to keep draining
+//   while the delivery thread delivers;
+// - after a small one (a line), a backstop timer is armed instead, because waking a thread would
+//   delay the line's delivery. If the delivery thread is not back polling when it expires (it
+//   waits for the GIL, or a target is slow), the reader wakes and drains the live pipes too. The
+//   delay is longer than a scheduler tick: arming a timer that expires before the next tick
+//   reprograms the CPU's timer, which costs several microseconds on virtual machines.
+
+/// `generation + 1` while the delivery thread of that fork generation is polling; 0 otherwise.
+static DELIVERY_POLLING: AtomicU64 = AtomicU64::new(0);
+/// The reader's backstop timerfd, and the generation it belongs to (a forked child's reader has
+/// its own).
+static BACKSTOP: AtomicI32 = AtomicI32::new(-1);
+static BACKSTOP_GENERATION: AtomicU64 = AtomicU64::new(u64::MAX);
+const BACKSTOP_NANOS: i64 = 5_000_000;
+/// A read at least this large means a writer is streaming.
+pub const STREAMING: usize = 16 << 10;
+
+/// The delivery thread is about to poll the live pipes itself.
+pub fn delivery_polls() {
+    let generation = crate::stack::generation();
+    DELIVERY_POLLING.store(generation + 1, Ordering::SeqCst);
+    if let Some(timer) = backstop(generation) {
+        sys::set_timer(timer, 0);
+    }
+}
+
+/// The delivery thread stops polling, to deliver `drained` bytes it read itself.
+pub fn delivery_leaves(drained: usize) {
+    let generation = crate::stack::generation();
+    DELIVERY_POLLING.store(0, Ordering::SeqCst);
+    if drained >= STREAMING {
+        refresh();
+    } else if let Some(timer) = backstop(generation) {
+        sys::set_timer(timer, BACKSTOP_NANOS);
+    }
+}
+
+fn backstop(generation: u64) -> Option<RawFd> {
+    let timer = BACKSTOP.load(Ordering::SeqCst);
+    (timer >= 0 && BACKSTOP_GENERATION.load(Ordering::SeqCst) == generation).then_some(timer)
+}
+
 /// The registry of channels the reader thread serves.
 pub(crate) struct Registry {
     /// The fork generation the thread was started in; a forked child starts its own.
@@ -198,9 +271,13 @@ pub fn register(channel: Arc<Channel>) -> io::Result<()> {
         // First use, or a forked child: the parent's thread does not exist here.
         std::mem::forget(std::mem::take(&mut registry.channels));
         let (wake_read, wake_write) = sys::pipe_nonblocking()?;
+        let timer = sys::timer()?;
+        BACKSTOP_GENERATION.store(u64::MAX, Ordering::SeqCst);
+        BACKSTOP.store(timer.as_raw_fd(), Ordering::SeqCst);
+        BACKSTOP_GENERATION.store(generation, Ordering::SeqCst);
         std::thread::Builder::new()
             .name("fdredirect-reader".into())
-            .spawn(move || run(&wake_read))?;
+            .spawn(move || run(&wake_read, &timer))?;
         registry.wake = Some(wake_write);
         registry.generation = Some(generation);
     }
@@ -216,24 +293,43 @@ pub fn unregister(channel: &Arc<Channel>) {
     wake(&registry);
 }
 
+/// Make the reader thread look at its channels again (one that ended now has late output to
+/// forward, and is the reader's alone).
+pub fn refresh() {
+    wake(&lock_registry());
+}
+
 fn wake(registry: &Registry) {
     if let Some(wake) = &registry.wake {
         let _ = sys::write_all(wake.as_raw_fd(), b"w", &mut 0);
     }
 }
 
-fn run(wake: &OwnedFd) {
+fn run(wake: &OwnedFd, timer: &OwnedFd) {
     let mut scratch = [0u8; 256];
+    let generation = crate::stack::generation();
     loop {
         let channels: Vec<Arc<Channel>> = lock_registry().channels.clone();
-        let mut polled = vec![libc::pollfd {
-            fd: wake.as_raw_fd(),
-            events: libc::POLLIN,
-            revents: 0,
-        }];
+        let mut polled = vec![
+            libc::pollfd {
+                fd: wake.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            },
+            libc::pollfd {
+                fd: timer.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            },
+        ];
+        let delivery_polling = DELIVERY_POLLING.load(Ordering::SeqCst) == generation + 1;
         let mut served = Vec::with_capacity(channels.len());
         for channel in &channels {
-            if let Some(read) = &channel.lock().read {
+            let state = channel.lock();
+            if delivery_polling && state.buffered && !state.ended {
+                continue;
+            }
+            if let Some(read) = &state.read {
                 polled.push(libc::pollfd {
                     fd: read.as_raw_fd(),
                     events: libc::POLLIN,
@@ -247,16 +343,21 @@ fn run(wake: &OwnedFd) {
         if ready < 0 {
             continue; // EINTR
         }
-        if polled[0].revents != 0 {
-            // SAFETY: reading into a local buffer from our own non-blocking wake pipe.
-            while unsafe { libc::read(wake.as_raw_fd(), scratch.as_mut_ptr().cast(), scratch.len()) } > 0 {}
+        for own in &polled[..2] {
+            if own.revents != 0 {
+                // SAFETY: reading into a local buffer from our own non-blocking wake pipe/timer.
+                while unsafe { libc::read(own.fd, scratch.as_mut_ptr().cast(), scratch.len()) } > 0 {}
+            }
         }
-        for (entry, channel) in polled[1..].iter().zip(&served) {
+        for (entry, channel) in polled[2..].iter().zip(&served) {
             if entry.revents == 0 {
                 continue;
             }
-            let (added, eof) = channel.drain(None);
-            if added {
+            // The delivery thread polls live pipes too, and may be draining this one.
+            let Some((added, eof)) = channel.try_drain() else {
+                continue;
+            };
+            if added > 0 {
                 (channel.notify)();
             }
             if eof {

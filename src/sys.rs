@@ -144,6 +144,28 @@ pub fn pipe_nonblocking() -> io::Result<(OwnedFd, OwnedFd)> {
     Ok((read, write))
 }
 
+/// A monotonic timer fd, close-on-exec and non-blocking, disarmed.
+pub fn timer() -> io::Result<OwnedFd> {
+    // SAFETY: timerfd_create returns a new fd that we own.
+    let fd = check(unsafe { libc::timerfd_create(libc::CLOCK_MONOTONIC, libc::TFD_CLOEXEC | libc::TFD_NONBLOCK) })?;
+    // SAFETY: `fd` was just returned by timerfd_create.
+    lift_above_stdio(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Arm `timer` to expire once after `nanos` nanoseconds, or disarm it with 0.
+pub fn set_timer(timer: RawFd, nanos: i64) {
+    let spec = libc::itimerspec {
+        it_interval: libc::timespec { tv_sec: 0, tv_nsec: 0 },
+        it_value: libc::timespec {
+            tv_sec: nanos / 1_000_000_000,
+            tv_nsec: nanos % 1_000_000_000,
+        },
+    };
+    // SAFETY: `spec` is a valid itimerspec; the old value is not asked for. A stale fd number
+    // (a forked child's) at worst wakes a reader for nothing, so errors are ignored.
+    unsafe { libc::timerfd_settime(timer, 0, &raw const spec, std::ptr::null_mut()) };
+}
+
 pub fn set_nonblocking(fd: RawFd) -> io::Result<()> {
     // SAFETY: F_GETFL/F_SETFL only read and change the status flags of `fd`.
     unsafe {

@@ -65,6 +65,27 @@ def test_no_deadlock_when_c_holds_the_gil_for_64_mib(kind: str) -> None:
         assert target.getvalue() == (pattern(size) if kind == "BytesIO" else pattern(size).decode())  # type: ignore[attr-defined]
 
 
+def test_a_gil_holding_flood_right_after_a_line_is_drained_while_delivery_waits_for_the_gil() -> None:
+    # The delivery thread reads a short line itself and goes to take the GIL, which the writer
+    # holds while it floods the pipe: the reader must take over, or this never finishes.
+    child = run_ok(
+        """
+        import io, sys
+        from fdredirect import redirect_stdout_fd
+        from fdredirect.testing import c_emit, c_write
+        target = io.StringIO()
+        with redirect_stdout_fd(target):
+            for i in range(20):
+                c_write(1, f"line {i}\\n", hold_gil=True)
+                c_emit(1, 1 << 20, hold_gil=True)
+        sys.stderr.write(repr(target.getvalue()))
+        """,
+        timeout=60,
+    )
+    flood = pattern(MIB).decode()
+    assert eval(child.err.decode().splitlines()[-1]) == "".join(f"line {i}\n{flood}" for i in range(20))
+
+
 def test_delivery_is_live_while_the_main_thread_waits_or_runs_python() -> None:
     arrivals: list[tuple[float, str]] = []
     with redirect_stdout_fd(lambda s: arrivals.append((time.monotonic(), s))):

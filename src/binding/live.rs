@@ -1,7 +1,11 @@
 //! Delivery of live output to Python targets (file-like objects, callables, loggers).
 //!
-//! The reader thread (`crate::reader`) drains pipes without the GIL. This module owns the one
-//! delivery thread: it waits for drained bytes, takes the GIL, decodes and calls the target.
+//! This module owns the one delivery thread. While idle it polls the pipes of the open live
+//! blocks itself, so a line written to an idle process reaches its target after a single thread
+//! wake-up; it then takes the GIL, decodes and calls the target. The reader thread
+//! (`crate::reader`) polls the same pipes without ever taking the GIL: while the delivery thread
+//! waits for the GIL or runs a target, the reader keeps draining, so a writer that holds the GIL
+//! never blocks on a full pipe, and queues the block for delivery.
 //! Deliveries of one block never overlap (a busy flag), so the target sees bytes in write order;
 //! the block's exit delivers the rest itself, after any delivery in progress.
 
@@ -47,6 +51,9 @@ struct Delivery {
 
 pub struct Live {
     fd: RawFd,
+    /// The fork generation the block was opened in: a forked child must not read its parent's
+    /// pipes.
+    generation: u64,
     /// The stack entry of the block, to end it at interpreter shutdown.
     entry: u64,
     target: Py<PyAny>,
@@ -111,6 +118,7 @@ impl Live {
             });
             Live {
                 fd,
+                generation: crate::stack::generation(),
                 entry,
                 target,
                 mode,
@@ -126,6 +134,8 @@ impl Live {
         });
         reader::register(Arc::clone(&live.channel)).map_err(super::errors::io_error)?;
         super::lock(py, &ACTIVE).push(Arc::clone(&live));
+        // The delivery thread polls the open blocks' pipes: it must add this one.
+        wake_delivery_thread(&super::lock(py, &QUEUE));
         Ok(live)
     }
 
@@ -137,6 +147,8 @@ impl Live {
         let (rest, eof) = py.detach(|| channel.end(late));
         if eof {
             reader::unregister(channel);
+        } else {
+            reader::refresh(); // late output is the reader's alone from now on
         }
         match self.deliver(py, rest, true) {
             Some(err) => Err(err),
@@ -263,14 +275,16 @@ static ACTIVE: Mutex<Vec<Arc<Live>>> = Mutex::new(Vec::new());
 
 struct Queue {
     generation: Option<u64>,
+    /// Written to wake the delivery thread from its poll.
+    wake: Option<OwnedFd>,
     jobs: VecDeque<Arc<Live>>,
 }
 
 static QUEUE: Mutex<Queue> = Mutex::new(Queue {
     generation: None,
+    wake: None,
     jobs: VecDeque::new(),
 });
-static WORK: Condvar = Condvar::new();
 static SHUTTING_DOWN: AtomicBool = AtomicBool::new(false);
 
 /// Start the delivery thread on first use, and again in a forked child (where the parent's
@@ -279,14 +293,17 @@ fn ensure_delivery_thread(queue: &mut Queue) -> std::io::Result<()> {
     let generation = crate::stack::generation();
     if queue.generation != Some(generation) {
         queue.jobs.clear();
+        let (wake_read, wake_write) = sys::pipe_nonblocking()?;
         std::thread::Builder::new()
             .name("fdredirect-delivery".into())
-            .spawn(run)?;
+            .spawn(move || run(&wake_read))?;
+        queue.wake = Some(wake_write);
         queue.generation = Some(generation);
     }
     Ok(())
 }
 
+/// Called by the reader after it drained bytes of `live`'s pipe.
 fn schedule(live: Arc<Live>) {
     if live.queued.swap(true, Ordering::AcqRel) {
         return; // already waiting for the delivery thread
@@ -295,37 +312,122 @@ fn schedule(live: Arc<Live>) {
     // Without a thread, the block's exit still delivers everything.
     if ensure_delivery_thread(&mut queue).is_ok() {
         queue.jobs.push_back(live);
-        WORK.notify_one();
+        wake_delivery_thread(&queue);
     }
 }
 
-fn next_job() -> Arc<Live> {
-    let mut queue = lock_detached(&QUEUE);
+fn wake_delivery_thread(queue: &Queue) {
+    if let Some(wake) = &queue.wake {
+        let _ = sys::write_all(wake.as_raw_fd(), b"w", &mut 0);
+    }
+}
+
+/// Wait, detached, until some blocks have bytes to deliver: blocks the reader queued, or blocks
+/// whose pipe this thread polled and drained itself.
+fn wait_for_work(wake: &OwnedFd) -> Vec<Arc<Live>> {
+    let mut polling = false;
     loop {
-        if let Some(live) = queue.jobs.pop_front() {
-            live.queued.store(false, Ordering::Release);
-            return live;
+        if let Some(jobs) = take_queued() {
+            if polling {
+                reader::delivery_leaves(0);
+            }
+            return jobs;
         }
-        queue = WORK.wait(queue).unwrap_or_else(PoisonError::into_inner);
+        if !polling {
+            reader::delivery_polls();
+            polling = true;
+        }
+        let (jobs, drained) = poll_live_pipes(wake);
+        if !jobs.is_empty() {
+            reader::delivery_leaves(drained);
+            return jobs;
+        }
     }
 }
 
-fn run() {
-    // The first job is awaited without Python: a thread started just before the interpreter
+/// The blocks the reader queued for delivery, if any.
+fn take_queued() -> Option<Vec<Arc<Live>>> {
+    let mut queue = lock_detached(&QUEUE);
+    if queue.jobs.is_empty() {
+        return None;
+    }
+    let jobs: Vec<Arc<Live>> = queue.jobs.drain(..).collect();
+    for live in &jobs {
+        live.queued.store(false, Ordering::Release);
+    }
+    Some(jobs)
+}
+
+/// Poll the pipes of this process's open live blocks and the wake pipe; drain the pipes that
+/// are ready. Returns the blocks that now have bytes to deliver, and how many bytes were read.
+fn poll_live_pipes(wake: &OwnedFd) -> (Vec<Arc<Live>>, usize) {
+    let generation = crate::stack::generation();
+    let watched: Vec<Arc<Live>> = lock_detached(&ACTIVE)
+        .iter()
+        .filter(|live| live.generation == generation)
+        .cloned()
+        .collect();
+    let mut polled = vec![libc::pollfd {
+        fd: wake.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    }];
+    let mut served = Vec::with_capacity(watched.len());
+    for live in &watched {
+        if let Some(fd) = live.channel.read_fd() {
+            polled.push(libc::pollfd {
+                fd,
+                events: libc::POLLIN,
+                revents: 0,
+            });
+            served.push(live);
+        }
+    }
+    // SAFETY: `polled` is a valid array of pollfd for its whole length.
+    if unsafe { libc::poll(polled.as_mut_ptr(), polled.len() as libc::nfds_t, -1) } < 0 {
+        return (Vec::new(), 0); // EINTR
+    }
+    if polled[0].revents != 0 {
+        let mut scratch = [0u8; 256];
+        // SAFETY: reading into a local buffer from our own non-blocking wake pipe.
+        while unsafe { libc::read(wake.as_raw_fd(), scratch.as_mut_ptr().cast(), scratch.len()) } > 0 {}
+    }
+    let mut jobs = Vec::new();
+    let mut drained = 0;
+    for (entry, live) in polled[1..].iter().zip(served) {
+        if entry.revents == 0 {
+            continue;
+        }
+        let (added, eof) = live.channel.drain();
+        if eof {
+            reader::unregister(&live.channel);
+        }
+        if added > 0 {
+            drained += added;
+            jobs.push(Arc::clone(live));
+        }
+    }
+    (jobs, drained)
+}
+
+fn run(wake: &OwnedFd) {
+    // The first work is awaited without Python: a thread started just before the interpreter
     // exits must not try to attach to it.
-    let first = next_job();
+    let first = wait_for_work(wake);
     // Attached for the thread's whole life, detached while waiting: attaching anew per delivery
     // would create and destroy a Python thread state every time. `try_attach`: if the
     // interpreter is already gone, there is nobody left to deliver to.
     let _ = Python::try_attach(|py| {
-        let mut live = first;
+        let mut jobs = first;
         loop {
-            // The only place a native thread runs Python. During interpreter shutdown, taking
-            // the GIL back blocks forever (PyO3 parks the thread); nothing ever joins it.
-            if !SHUTTING_DOWN.load(Ordering::Acquire) {
-                live.deliver(py, Vec::new(), false);
+            for live in jobs.drain(..) {
+                // The only place a native thread runs Python. During interpreter shutdown, taking
+                // the GIL back blocks forever (PyO3 parks the thread); nothing ever joins it.
+                if !SHUTTING_DOWN.load(Ordering::Acquire) {
+                    live.deliver(py, Vec::new(), false);
+                }
             }
-            live = py.detach(next_job);
+            jobs = py.detach(|| wait_for_work(wake));
         }
     });
 }
