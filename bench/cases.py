@@ -10,6 +10,7 @@ import ctypes
 import io
 import json
 import os
+import platform
 import statistics
 import sys
 import tempfile
@@ -29,6 +30,8 @@ floors.floor_dup.restype = ctypes.c_double
 floors.floor_memfd.restype = ctypes.c_double
 floors.floor_pipe_reader.restype = ctypes.c_double
 floors.floor_wake_latency.restype = ctypes.c_double
+floors.floor_bulk.restype = ctypes.c_double
+floors.pending_results.restype = ctypes.c_long
 gil_holding = ctypes.PyDLL(sys.argv[3])  # PyDLL: the call keeps the GIL, like most extensions
 
 
@@ -133,6 +136,10 @@ def _emit() -> None:
 
 
 def bulk_capture(competitor: str) -> dict[str, Any]:
+    if competitor.startswith("C floor"):
+        memory_file = "memory file" in competitor
+        rate = floors.floor_bulk(ctypes.c_long(BULK), memory_file, tempfile.gettempdir().encode())
+        return {"mb_s": rate / 1e6}
     with peak_memory() as memory:
         start = time.perf_counter()
         if competitor.startswith("fdredirect"):
@@ -279,6 +286,8 @@ def latency_python(competitor: str) -> dict[str, Any]:
 
 
 def latency_c_calls(competitor: str) -> dict[str, Any]:
+    if competitor.startswith("pending calls"):
+        return _pending_calls_latency()
     recorder = Recorder()
     with forwarding(competitor, recorder):
         floors.start_stamper(100, 10_000)
@@ -287,6 +296,27 @@ def latency_c_calls(competitor: str) -> dict[str, Any]:
             gil_holding.spin(ctypes.c_long(1000))  # 1 ms of C holding the GIL, back to back
         time.sleep(0.5)
     return _percentiles(recorder.latencies)
+
+
+def _pending_calls_latency() -> dict[str, Any]:
+    """Case 4c with C forwarding each line through Py_AddPendingCall (see floors.c)."""
+    lines = 100
+    if floors.pending_start() != 0:
+        raise SystemExit("pending_start failed")
+    floors.start_stamper(lines, 10_000)
+    end = time.monotonic() + 1.2
+    while time.monotonic() < end:
+        gil_holding.spin(ctypes.c_long(1000))
+    time.sleep(0.5)
+    floors.pending_stop()
+    time.sleep(0.1)  # calls still queued run now
+    latencies = (ctypes.c_double * lines)()
+    floors.pending_results(latencies, lines)
+    ran = [latency * 1e3 for latency in latencies if latency >= 0]
+    result = {**_percentiles(ran), "python": platform.python_version()}
+    if len(ran) < lines:
+        result["note"] = f"{lines - len(ran)} of {lines} calls never ran"
+    return result
 
 
 # --- cases 5 and 6: tee, live target ------------------------------------------------------------

@@ -23,6 +23,11 @@ from typing import Any
 
 HERE = Path(__file__).parent
 
+# Case 4c also shows what CPython's pending calls achieve (a C demonstration in floors.c), on this
+# interpreter and on the newest CPython >= 3.13 that pyenv has.
+PENDING_HERE = "pending calls (C demo), this CPython"
+PENDING_NEWEST = "pending calls (C demo), newest CPython >= 3.13"
+
 PLAN: list[tuple[str, str, list[str]]] = [
     (
         "empty_block",
@@ -47,6 +52,8 @@ PLAN: list[tuple[str, str, list[str]]] = [
             "fdredirect text",
             "FDCapture",
             "wurlitzer text",
+            "C floor: memory file (memfd), write + read + close",
+            "C floor: temp file (O_TMPFILE), write + read + close",
         ],
     ),
     ("printf_lines", "3. 10 million printf lines, fully buffered stdio (s)", ["fdredirect", "to /dev/null"]),
@@ -63,7 +70,7 @@ PLAN: list[tuple[str, str, list[str]]] = [
     (
         "latency_c_calls",
         "4c. Forwarding latency, main thread calling 1 ms C functions holding the GIL (ms, report only)",
-        ["fdredirect", "wurlitzer.pipes", "wurlitzer.sys_pipes"],
+        ["fdredirect", "wurlitzer.pipes", "wurlitzer.sys_pipes", PENDING_HERE, PENDING_NEWEST],
     ),
     ("tee", "5. 256 MiB captured and teed to /dev/null", ["fdredirect tee"]),
     ("live", "6. 256 MiB into a live StringIO target", ["fdredirect", "fdredirect, GIL held"]),
@@ -79,14 +86,37 @@ def build_floors(out_dir: Path) -> Path:
     return library
 
 
+def newest_cpython() -> str | None:
+    """The newest CPython >= 3.13 under ``pyenv root``, if any."""
+    try:
+        root = subprocess.run(["pyenv", "root"], capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    found: list[tuple[tuple[int, ...], Path]] = []
+    for python in Path(root, "versions").glob("3.*/bin/python3"):
+        try:
+            version = tuple(int(part) for part in python.parent.parent.name.split(".")[:3])
+        except ValueError:
+            continue  # a named or dev build
+        if version >= (3, 13):
+            found.append((version, python))
+    return str(max(found)[1]) if found else None
+
+
 def run_case(case: str, competitor: str, floors: Path) -> dict[str, Any]:
+    python = sys.executable
+    if competitor == PENDING_NEWEST:
+        newest = newest_cpython()
+        if newest is None:
+            return {"error": "no CPython >= 3.13 under pyenv root"}
+        python = newest
     read, write = os.pipe()
     env = dict(os.environ)
     env.pop("PYTHONUNBUFFERED", None)  # stdio fully buffered, as in production
     env["BENCH_RESULTS_FD"] = str(write)
     with open(os.devnull, "w") as devnull:
         child = subprocess.Popen(
-            [sys.executable, str(HERE / "cases.py"), case, competitor, str(floors)],
+            [python, str(HERE / "cases.py"), case, competitor, str(floors)],
             stdout=devnull,
             pass_fds=(write,),
             env=env,
@@ -115,7 +145,7 @@ def machine() -> str:
 def table(title: str, rows: list[tuple[str, dict[str, Any]]]) -> str:
     keys = sorted(
         {k for _, r in rows for k in r if k != "n"},
-        key=["us", "mb_s", "memory_x", "s", "s_with_exit", "p50_ms", "p99_ms", "error"].index,
+        key=["us", "mb_s", "memory_x", "s", "s_with_exit", "p50_ms", "p99_ms", "python", "note", "error"].index,
     )
     first = rows[0][1]
     lines = [
