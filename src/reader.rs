@@ -37,6 +37,8 @@ struct State {
     /// After the block: where late output goes (the restored original destination).
     late: Option<OwnedFd>,
     ended: bool,
+    /// The delivery thread polls this pipe too (see "Handing the live pipes over").
+    watched: bool,
 }
 
 impl Channel {
@@ -48,6 +50,7 @@ impl Channel {
             pending: Vec::new(),
             late: None,
             ended: false,
+            watched: false,
         };
         Channel {
             state: Mutex::new(state),
@@ -57,6 +60,16 @@ impl Channel {
 
     fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Also write every byte to `fd` as it arrives. Added before the channel is registered.
+    pub fn add_forward(&self, fd: OwnedFd) {
+        self.lock().forward.push(fd);
+    }
+
+    /// The delivery thread now polls this pipe: while it does, the reader may leave it alone.
+    pub fn watch(&self) {
+        self.lock().watched = true;
     }
 
     /// The bytes waiting for delivery, in order.
@@ -326,7 +339,7 @@ fn run(wake: &OwnedFd, timer: &OwnedFd) {
         let mut served = Vec::with_capacity(channels.len());
         for channel in &channels {
             let state = channel.lock();
-            if delivery_polling && state.buffered && !state.ended {
+            if delivery_polling && state.watched && !state.ended {
                 continue;
             }
             if let Some(read) = &state.read {

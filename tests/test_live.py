@@ -86,6 +86,32 @@ def test_a_gil_holding_flood_right_after_a_line_is_drained_while_delivery_waits_
     assert eval(child.err.decode().splitlines()[-1]) == "".join(f"line {i}\n{flood}" for i in range(20))
 
 
+def test_another_thread_holding_the_gil_floods_the_fd_while_blocks_start_and_end() -> None:
+    # Between switching the fd to its pipe and taking the GIL back, a block's pipe must already be
+    # drained: another thread holding the GIL may be writing more than a pipe holds.
+    run_ok(
+        """
+        import io, threading
+        from fdredirect import redirect_stdout_fd
+        from fdredirect.testing import c_emit
+        stop = False
+        def flood():
+            while not stop:
+                c_emit(1, 200_000, hold_gil=True)
+        thread = threading.Thread(target=flood)
+        thread.start()
+        for i in range(200):
+            with redirect_stdout_fd(io.StringIO(), tee=i % 2 == 0):
+                pass
+            with redirect_stdout_fd(tee=True):
+                pass
+        stop = True
+        thread.join()
+        """,
+        timeout=60,
+    )
+
+
 def test_delivery_is_live_while_the_main_thread_waits_or_runs_python() -> None:
     arrivals: list[tuple[float, str]] = []
     with redirect_stdout_fd(lambda s: arrivals.append((time.monotonic(), s))):

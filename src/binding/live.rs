@@ -11,7 +11,7 @@
 
 use std::collections::VecDeque;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError, Weak};
 
 use pyo3::prelude::*;
@@ -54,8 +54,8 @@ pub struct Live {
     /// The fork generation the block was opened in: a forked child must not read its parent's
     /// pipes.
     generation: u64,
-    /// The stack entry of the block, to end it at interpreter shutdown.
-    entry: u64,
+    /// The stack entry of the block, to end it at interpreter shutdown (set by `open`).
+    entry: AtomicU64,
     target: Py<PyAny>,
     mode: Mode,
     encoding: String,
@@ -75,20 +75,27 @@ fn lock_detached<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
+/// Lock `ACTIVE` or `QUEUE`, attached or not, without ever letting go of the GIL. The delivery
+/// thread locks them while it is the one polling the live pipes: if an attached thread held one
+/// while waiting for the GIL (as `lock_py_attached` does after waiting detached), and the GIL's
+/// holder were writing into a full pipe, nothing would drain it. So their critical sections are
+/// short and never run Python code, and waiting for them holding the GIL is safe.
+fn lock_briefly<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
 impl Live {
-    /// A live block's delivery, registered with the reader.
-    #[allow(clippy::too_many_arguments)]
-    pub fn start(
+    /// A live block's delivery, made before the switch (it needs the GIL). The caller registers
+    /// `channel()` with the reader right after switching the fd, without the GIL, then calls
+    /// `open`.
+    pub fn new(
         py: Python<'_>,
         fd: RawFd,
-        entry: u64,
         target: Py<PyAny>,
         mode: Mode,
         encoding: Option<&str>,
         errors: &str,
         read: OwnedFd,
-        forward: Vec<OwnedFd>,
-        original: Option<OwnedFd>,
     ) -> PyResult<Arc<Live>> {
         let encoding = encoding.unwrap_or("utf-8").to_owned();
         let decoder = if encoding_is(&encoding, UTF8_NAMES) {
@@ -108,7 +115,7 @@ impl Live {
             lines: LineSplitter::default(),
             error: None,
         };
-        ensure_delivery_thread(&mut super::lock(py, &QUEUE)).map_err(super::errors::io_error)?;
+        ensure_delivery_thread(&mut lock_briefly(&QUEUE)).map_err(super::errors::io_error)?;
         let live = Arc::new_cyclic(|me: &Weak<Live>| {
             let me = me.clone();
             let notify = Box::new(move || {
@@ -119,24 +126,36 @@ impl Live {
             Live {
                 fd,
                 generation: crate::stack::generation(),
-                entry,
+                entry: AtomicU64::new(0),
                 target,
                 mode,
                 encoding,
                 errors: errors.to_owned(),
-                channel: Arc::new(Channel::new(read, forward, true, notify)),
-                original: Mutex::new(original),
+                channel: Arc::new(Channel::new(read, Vec::new(), true, notify)),
+                original: Mutex::new(None),
                 busy: Mutex::new(false),
                 idle: Condvar::new(),
                 queued: AtomicBool::new(false),
                 delivery: Mutex::new(delivery),
             }
         });
-        reader::register(Arc::clone(&live.channel)).map_err(super::errors::io_error)?;
-        super::lock(py, &ACTIVE).push(Arc::clone(&live));
-        // The delivery thread polls the open blocks' pipes: it must add this one.
-        wake_delivery_thread(&super::lock(py, &QUEUE));
         Ok(live)
+    }
+
+    pub fn channel(&self) -> &Arc<Channel> {
+        &self.channel
+    }
+
+    /// The fd now points at the pipe and the reader serves it: the block is open. `original` is
+    /// where pending bytes go if the process exits while the block is open.
+    pub fn open(self: &Arc<Self>, py: Python<'_>, entry: u64, original: Option<OwnedFd>) {
+        self.entry.store(entry, Ordering::Release);
+        *super::lock(py, &self.original) = original;
+        lock_briefly(&ACTIVE).push(Arc::clone(self));
+        // The delivery thread polls the open blocks' pipes: it must add this one. Only then may
+        // the reader leave it to the delivery thread.
+        self.channel.watch();
+        wake_delivery_thread(&lock_briefly(&QUEUE));
     }
 
     /// The block has ended (fd restored): deliver everything the pipe held, in order, then
@@ -161,7 +180,7 @@ impl Live {
     pub fn forget(&self, py: Python<'_>) {
         drop(super::lock(py, &self.original).take());
         let removed: Vec<Arc<Live>> = {
-            let mut active = super::lock(py, &ACTIVE);
+            let mut active = lock_briefly(&ACTIVE);
             let (mine, others) = active.drain(..).partition(|live| std::ptr::eq(Arc::as_ptr(live), self));
             *active = others;
             mine
@@ -308,7 +327,7 @@ fn schedule(live: Arc<Live>) {
     if live.queued.swap(true, Ordering::AcqRel) {
         return; // already waiting for the delivery thread
     }
-    let mut queue = lock_detached(&QUEUE);
+    let mut queue = lock_briefly(&QUEUE);
     // Without a thread, the block's exit still delivers everything.
     if ensure_delivery_thread(&mut queue).is_ok() {
         queue.jobs.push_back(live);
@@ -347,7 +366,7 @@ fn wait_for_work(wake: &OwnedFd) -> Vec<Arc<Live>> {
 
 /// The blocks the reader queued for delivery, if any.
 fn take_queued() -> Option<Vec<Arc<Live>>> {
-    let mut queue = lock_detached(&QUEUE);
+    let mut queue = lock_briefly(&QUEUE);
     if queue.jobs.is_empty() {
         return None;
     }
@@ -362,7 +381,7 @@ fn take_queued() -> Option<Vec<Arc<Live>>> {
 /// are ready. Returns the blocks that now have bytes to deliver, and how many bytes were read.
 fn poll_live_pipes(wake: &OwnedFd) -> (Vec<Arc<Live>>, usize) {
     let generation = crate::stack::generation();
-    let watched: Vec<Arc<Live>> = lock_detached(&ACTIVE)
+    let watched: Vec<Arc<Live>> = lock_briefly(&ACTIVE)
         .iter()
         .filter(|live| live.generation == generation)
         .cloned()
@@ -438,10 +457,10 @@ fn run(wake: &OwnedFd) {
 /// then goes straight to the restored fd.
 pub fn shutdown(py: Python<'_>) {
     SHUTTING_DOWN.store(true, Ordering::Release);
-    let open: Vec<Arc<Live>> = std::mem::take(&mut *super::lock(py, &ACTIVE));
+    let open: Vec<Arc<Live>> = std::mem::take(&mut *lock_briefly(&ACTIVE));
     // The GIL stays held throughout, so the delivery thread cannot start another delivery.
     for live in open.iter().rev() {
-        let _ = crate::stack::exit(live.fd, live.entry, false);
+        let _ = crate::stack::exit(live.fd, live.entry.load(Ordering::Acquire), false);
         let original = super::lock(py, &live.original).take();
         let late = original
             .as_ref()

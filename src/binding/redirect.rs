@@ -94,6 +94,14 @@ fn undo_switch(py: Python<'_>, fd: RawFd, id: u64) {
     let _ = py.detach(|| stack::exit(fd, id, false));
 }
 
+/// With `tee`, also forward every byte to where the fd pointed before the switch.
+fn tee_original(channel: &Channel, tee: bool, original: Option<&OwnedFd>) -> std::io::Result<()> {
+    if let (true, Some(original)) = (tee, original) {
+        channel.add_forward(sys::dup_above_stdio(original.as_raw_fd())?);
+    }
+    Ok(())
+}
+
 /// A tee block has ended: forward what the pipe holds, and stop serving it once it is drained.
 fn end_tee(py: Python<'_>, channel: &Arc<Channel>, late: Option<OwnedFd>) {
     let (_, eof) = py.detach(|| channel.end(late));
@@ -301,59 +309,60 @@ impl Redirect {
             Some(sink) => forward.push(stack::open_target(sink).map_err(to_pyerr)?),
             None => {}
         }
+        // Everything that needs the GIL is made before the switch.
+        let (live, channel) = if let Plan::Live(mode) = plan {
+            let target = self.target.clone_ref(py);
+            let (encoding, errors) = (self.encoding.as_deref(), self.errors.as_str());
+            let live = Live::new(py, fd, target, *mode, encoding, errors, read)?;
+            let channel = Arc::clone(live.channel());
+            (Some(live), channel)
+        } else {
+            (None, Arc::new(Channel::new(read, Vec::new(), false, Box::new(|| {}))))
+        };
+        for target in forward {
+            channel.add_forward(target);
+        }
+        // The switch and the reader's registration happen back to back without the GIL: once the
+        // fd points at the pipe, another thread holding the GIL may write more than a pipe holds,
+        // and only the reader can drain it until this thread has the GIL back.
+        let tee = self.tee;
+        let write_end = write.as_raw_fd();
         let entered = py
-            .detach(|| stack::enter(fd, &Sink::Fd(write.as_raw_fd()), true))
+            .detach(|| {
+                let entered = stack::enter(fd, &Sink::Fd(write_end), true)?;
+                let served = tee_original(&channel, tee, entered.original.as_ref())
+                    .and_then(|()| reader::register(Arc::clone(&channel)));
+                match served {
+                    Ok(()) => Ok(entered),
+                    Err(err) => {
+                        let _ = stack::exit(fd, entered.id, false);
+                        Err(crate::error::Error::from(err))
+                    }
+                }
+            })
             .map_err(to_pyerr)?;
         drop(write); // fd itself is now the only write end in this process
         let id = entered.id;
-        let undo = |err: PyErr| {
-            undo_switch(py, fd, id);
-            err
+        let captured = match memfd.map(|memfd| self.new_captured(py, memfd)).transpose() {
+            Ok(captured) => captured,
+            Err(err) => {
+                let switched = Switched {
+                    id,
+                    captured: None,
+                    live: live.clone(),
+                    tee: live.is_none().then(|| Arc::clone(&channel)),
+                };
+                return Err(switched.undo(py, fd, err));
+            }
         };
-        let copy_original = || {
-            entered
-                .original
-                .as_ref()
-                .map(|o| sys::dup_above_stdio(o.as_raw_fd()))
-                .transpose()
-        };
-        if self.tee {
-            forward.extend(copy_original().map_err(|e| undo(io_error(e)))?);
+        if let Some(live) = &live {
+            live.open(py, id, entered.original);
         }
-        let captured = memfd
-            .map(|memfd| self.new_captured(py, memfd))
-            .transpose()
-            .map_err(undo)?;
-        if let Plan::Live(mode) = plan {
-            let target = self.target.clone_ref(py);
-            let (encoding, errors) = (self.encoding.as_deref(), self.errors.as_str());
-            let live = Live::start(
-                py,
-                fd,
-                id,
-                target,
-                *mode,
-                encoding,
-                errors,
-                read,
-                forward,
-                entered.original,
-            )
-            .map_err(undo)?;
-            return Ok(Switched {
-                id,
-                captured,
-                live: Some(live),
-                tee: None,
-            });
-        }
-        let channel = Arc::new(Channel::new(read, forward, false, Box::new(|| {})));
-        reader::register(Arc::clone(&channel)).map_err(|e| undo(io_error(e)))?;
         Ok(Switched {
             id,
             captured,
-            live: None,
-            tee: Some(channel),
+            tee: live.is_none().then_some(channel),
+            live,
         })
     }
 }
