@@ -285,29 +285,32 @@ def latency_python(competitor: str) -> dict[str, Any]:
     return _percentiles(recorder.latencies)
 
 
+C_CALL_LINES = 100
+
+
+def _stamped_lines_during_c_calls() -> None:
+    floors.start_stamper(C_CALL_LINES, 10_000)
+    end = time.monotonic() + 1.2
+    while time.monotonic() < end:
+        gil_holding.spin(ctypes.c_long(1000))  # 1 ms of C holding the GIL, back to back
+    time.sleep(0.5)
+
+
 def latency_c_calls(competitor: str) -> dict[str, Any]:
     if competitor.startswith("pending calls"):
         return _pending_calls_latency()
     recorder = Recorder()
     with forwarding(competitor, recorder):
-        floors.start_stamper(100, 10_000)
-        end = time.monotonic() + 1.2
-        while time.monotonic() < end:
-            gil_holding.spin(ctypes.c_long(1000))  # 1 ms of C holding the GIL, back to back
-        time.sleep(0.5)
+        _stamped_lines_during_c_calls()
     return _percentiles(recorder.latencies)
 
 
 def _pending_calls_latency() -> dict[str, Any]:
     """Case 4c with C forwarding each line through Py_AddPendingCall (see floors.c)."""
-    lines = 100
+    lines = C_CALL_LINES
     if floors.pending_start() != 0:
         raise SystemExit("pending_start failed")
-    floors.start_stamper(lines, 10_000)
-    end = time.monotonic() + 1.2
-    while time.monotonic() < end:
-        gil_holding.spin(ctypes.c_long(1000))
-    time.sleep(0.5)
+    _stamped_lines_during_c_calls()
     floors.pending_stop()
     time.sleep(0.1)  # calls still queued run now
     latencies = (ctypes.c_double * lines)()

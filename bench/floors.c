@@ -12,6 +12,12 @@
 #include <time.h>
 #include <unistd.h>
 
+static long long now_ns(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (long long)ts.tv_sec * 1000000000LL + ts.tv_nsec;
+}
+
 static double now(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -109,9 +115,7 @@ void printf_lines(long n) {
 
 /* One line stamped with CLOCK_MONOTONIC nanoseconds, printf + fflush. */
 void stamped_line(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    printf("t=%lld\n", (long long)ts.tv_sec * 1000000000LL + ts.tv_nsec);
+    printf("t=%lld\n", now_ns());
     fflush(stdout);
 }
 
@@ -193,12 +197,6 @@ static double pending_latency[PENDING_MAX];
 static volatile long pending_ran, pending_queued;
 static int pending_saved = -1, pending_pipe[2] = {-1, -1};
 static pthread_t pending_thread;
-
-static long long now_ns(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (long long)ts.tv_sec * 1000000000LL + ts.tv_nsec;
-}
 
 static int run_pending(void *arg) {
     long i = (long)arg;

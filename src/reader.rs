@@ -10,7 +10,6 @@
 
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
-use std::sync::atomic::{AtomicI32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use crate::sys;
@@ -223,39 +222,31 @@ fn read_append(fd: RawFd, buf: &mut Vec<u8>, want: usize) -> io::Result<usize> {
 //   delay is longer than a scheduler tick: arming a timer that expires before the next tick
 //   reprograms the CPU's timer, which costs several microseconds on virtual machines.
 
-/// `generation + 1` while the delivery thread of that fork generation is polling; 0 otherwise.
-static DELIVERY_POLLING: AtomicU64 = AtomicU64::new(0);
-/// The reader's backstop timerfd, and the generation it belongs to (a forked child's reader has
-/// its own).
-static BACKSTOP: AtomicI32 = AtomicI32::new(-1);
-static BACKSTOP_GENERATION: AtomicU64 = AtomicU64::new(u64::MAX);
 const BACKSTOP_NANOS: i64 = 5_000_000;
 /// A read at least this large means a writer is streaming.
-pub const STREAMING: usize = 16 << 10;
+const STREAMING: usize = 16 << 10;
 
 /// The delivery thread is about to poll the live pipes itself.
 pub fn delivery_polls() {
-    let generation = crate::stack::generation();
-    DELIVERY_POLLING.store(generation + 1, Ordering::SeqCst);
-    if let Some(timer) = backstop(generation) {
+    let mut registry = lock_registry();
+    if let Some(timer) = registry.ours_mut() {
         sys::set_timer(timer, 0);
+        registry.delivery_polling = true;
     }
 }
 
 /// The delivery thread stops polling, to deliver `drained` bytes it read itself.
 pub fn delivery_leaves(drained: usize) {
-    let generation = crate::stack::generation();
-    DELIVERY_POLLING.store(0, Ordering::SeqCst);
+    let mut registry = lock_registry();
+    let Some(timer) = registry.ours_mut() else {
+        return; // no reader in this process yet: it starts with the delivery thread not polling
+    };
+    registry.delivery_polling = false;
     if drained >= STREAMING {
-        refresh();
-    } else if let Some(timer) = backstop(generation) {
+        wake(&registry);
+    } else {
         sys::set_timer(timer, BACKSTOP_NANOS);
     }
-}
-
-fn backstop(generation: u64) -> Option<RawFd> {
-    let timer = BACKSTOP.load(Ordering::SeqCst);
-    (timer >= 0 && BACKSTOP_GENERATION.load(Ordering::SeqCst) == generation).then_some(timer)
 }
 
 /// The registry of channels the reader thread serves.
@@ -263,14 +254,28 @@ pub(crate) struct Registry {
     /// The fork generation the thread was started in; a forked child starts its own.
     generation: Option<u64>,
     wake: Option<OwnedFd>,
+    /// The backstop timer the reader polls (see "Handing the live pipes over").
+    timer: Option<OwnedFd>,
+    /// The delivery thread is polling the live pipes it watches; the reader leaves them alone.
+    delivery_polling: bool,
     channels: Vec<Arc<Channel>>,
 }
 
 static REGISTRY: Mutex<Registry> = Mutex::new(Registry {
     generation: None,
     wake: None,
+    timer: None,
+    delivery_polling: false,
     channels: Vec::new(),
 });
+
+impl Registry {
+    /// The backstop timer, if the reader thread is this process's (not a forked parent's).
+    fn ours_mut(&mut self) -> Option<RawFd> {
+        let timer = self.timer.as_ref()?.as_raw_fd();
+        (self.generation == Some(crate::stack::generation())).then_some(timer)
+    }
+}
 
 pub(crate) fn lock_registry() -> MutexGuard<'static, Registry> {
     REGISTRY.lock().unwrap_or_else(PoisonError::into_inner)
@@ -285,13 +290,13 @@ pub fn register(channel: Arc<Channel>) -> io::Result<()> {
         std::mem::forget(std::mem::take(&mut registry.channels));
         let (wake_read, wake_write) = sys::pipe_nonblocking()?;
         let timer = sys::timer()?;
-        BACKSTOP_GENERATION.store(u64::MAX, Ordering::SeqCst);
-        BACKSTOP.store(timer.as_raw_fd(), Ordering::SeqCst);
-        BACKSTOP_GENERATION.store(generation, Ordering::SeqCst);
+        let timer_fd = timer.as_raw_fd(); // owned by the registry, which outlives the thread
         std::thread::Builder::new()
             .name("fdredirect-reader".into())
-            .spawn(move || run(&wake_read, &timer))?;
+            .spawn(move || run(&wake_read, timer_fd))?;
         registry.wake = Some(wake_write);
+        registry.timer = Some(timer);
+        registry.delivery_polling = false;
         registry.generation = Some(generation);
     }
     registry.channels.push(channel);
@@ -306,36 +311,32 @@ pub fn unregister(channel: &Arc<Channel>) {
     wake(&registry);
 }
 
-/// Make the reader thread look at its channels again (one that ended now has late output to
-/// forward, and is the reader's alone).
-pub fn refresh() {
-    wake(&lock_registry());
+/// The block of `channel` has ended (see `Channel::end`): stop serving the pipe at EOF, or make
+/// the reader poll it again if the delivery thread had it (late output is the reader's alone).
+pub fn end(channel: &Arc<Channel>, late: Option<OwnedFd>) -> Vec<u8> {
+    let was_watched = channel.lock().watched;
+    let (rest, eof) = channel.end(late);
+    if eof {
+        unregister(channel);
+    } else if was_watched {
+        wake(&lock_registry());
+    }
+    rest
 }
 
 fn wake(registry: &Registry) {
     if let Some(wake) = &registry.wake {
-        let _ = sys::write_all(wake.as_raw_fd(), b"w", &mut 0);
+        sys::poke(wake.as_raw_fd());
     }
 }
 
-fn run(wake: &OwnedFd, timer: &OwnedFd) {
-    let mut scratch = [0u8; 256];
-    let generation = crate::stack::generation();
+fn run(wake: &OwnedFd, timer: RawFd) {
     loop {
-        let channels: Vec<Arc<Channel>> = lock_registry().channels.clone();
-        let mut polled = vec![
-            libc::pollfd {
-                fd: wake.as_raw_fd(),
-                events: libc::POLLIN,
-                revents: 0,
-            },
-            libc::pollfd {
-                fd: timer.as_raw_fd(),
-                events: libc::POLLIN,
-                revents: 0,
-            },
-        ];
-        let delivery_polling = DELIVERY_POLLING.load(Ordering::SeqCst) == generation + 1;
+        let (channels, delivery_polling) = {
+            let registry = lock_registry();
+            (registry.channels.clone(), registry.delivery_polling)
+        };
+        let mut polled = vec![wake.as_raw_fd(), timer];
         let mut served = Vec::with_capacity(channels.len());
         for channel in &channels {
             let state = channel.lock();
@@ -343,29 +344,15 @@ fn run(wake: &OwnedFd, timer: &OwnedFd) {
                 continue;
             }
             if let Some(read) = &state.read {
-                polled.push(libc::pollfd {
-                    fd: read.as_raw_fd(),
-                    events: libc::POLLIN,
-                    revents: 0,
-                });
+                polled.push(read.as_raw_fd());
                 served.push(Arc::clone(channel));
             }
         }
-        // SAFETY: `polled` is a valid array of pollfd for its whole length.
-        let ready = unsafe { libc::poll(polled.as_mut_ptr(), polled.len() as libc::nfds_t, -1) };
-        if ready < 0 {
-            continue; // EINTR
+        let ready = sys::wait_readable(&polled);
+        for (&fd, _) in polled[..2].iter().zip(&ready).filter(|(_, &ready)| ready) {
+            sys::discard_available(fd);
         }
-        for own in &polled[..2] {
-            if own.revents != 0 {
-                // SAFETY: reading into a local buffer from our own non-blocking wake pipe/timer.
-                while unsafe { libc::read(own.fd, scratch.as_mut_ptr().cast(), scratch.len()) } > 0 {}
-            }
-        }
-        for (entry, channel) in polled[2..].iter().zip(&served) {
-            if entry.revents == 0 {
-                continue;
-            }
+        for (channel, _) in served.iter().zip(&ready[2..]).filter(|(_, &ready)| ready) {
             // The delivery thread polls live pipes too, and may be draining this one.
             let Some((added, eof)) = channel.try_drain() else {
                 continue;
@@ -374,8 +361,7 @@ fn run(wake: &OwnedFd, timer: &OwnedFd) {
                 (channel.notify)();
             }
             if eof {
-                let mut registry = lock_registry();
-                registry.channels.retain(|c| !Arc::ptr_eq(c, channel));
+                lock_registry().channels.retain(|c| !Arc::ptr_eq(c, channel));
             }
         }
     }

@@ -144,6 +144,34 @@ pub fn pipe_nonblocking() -> io::Result<(OwnedFd, OwnedFd)> {
     Ok((read, write))
 }
 
+/// Wait until at least one of `fds` is readable (or hung up); returns which are. A signal ends
+/// the wait early with none ready.
+pub fn wait_readable(fds: &[RawFd]) -> Vec<bool> {
+    let mut polled: Vec<libc::pollfd> = fds
+        .iter()
+        .map(|&fd| libc::pollfd {
+            fd,
+            events: libc::POLLIN,
+            revents: 0,
+        })
+        .collect();
+    // SAFETY: `polled` is a valid array of pollfd for its whole length.
+    let ready = unsafe { libc::poll(polled.as_mut_ptr(), polled.len() as libc::nfds_t, -1) };
+    polled.iter().map(|entry| ready > 0 && entry.revents != 0).collect()
+}
+
+/// Write one byte to a wake-up pipe. A full pipe already wakes its reader, so errors are ignored.
+pub fn poke(fd: RawFd) {
+    let _ = write_all(fd, b"w", &mut 0);
+}
+
+/// Read and discard everything a non-blocking wake-up pipe or timerfd holds.
+pub fn discard_available(fd: RawFd) {
+    let mut scratch = [0u8; 256];
+    // SAFETY: reading into a local buffer from a non-blocking fd we own.
+    while unsafe { libc::read(fd, scratch.as_mut_ptr().cast(), scratch.len()) } > 0 {}
+}
+
 /// A monotonic timer fd, close-on-exec and non-blocking, disarmed.
 pub fn timer() -> io::Result<OwnedFd> {
     // SAFETY: timerfd_create returns a new fd that we own.

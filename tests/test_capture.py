@@ -8,7 +8,7 @@ import sys
 import pytest
 
 import fdredirect
-from conftest import run_ok
+from conftest import Child, run_ok
 from fdredirect.testing import c_printf, c_write
 
 PRELUDE = """
@@ -20,15 +20,19 @@ def show(captured):
 """
 
 
+def run_script(body: str, **kwargs: object) -> Child:
+    """``run_ok`` of ``body`` after PRELUDE (imports and ``show``)."""
+    return run_ok(PRELUDE + body, **kwargs)
+
+
 def captured_of(child_err: bytes) -> bytes:
     line = next(x for x in child_err.splitlines() if x.startswith(b"CAPTURED="))
     return eval(line[len(b"CAPTURED=") :])
 
 
 def test_every_writer_is_captured_and_nothing_else(unbuffered: bool) -> None:
-    child = run_ok(
-        PRELUDE
-        + """
+    child = run_script(
+        """
 print("py before"); c_printf("c before\\n")
 with redirect_stdout_fd() as out:
     print("py inside")
@@ -52,9 +56,8 @@ show(out)
 
 
 def test_order_is_exact_for_python_and_flushed_c(unbuffered: bool) -> None:
-    child = run_ok(
-        PRELUDE
-        + """
+    child = run_script(
+        """
 with redirect_stdout_fd() as out:
     for i in range(200):
         print(f"py {i}")
@@ -70,9 +73,8 @@ show(out)
 
 
 def test_unflushed_c_output_arrives_by_the_end_of_the_block(unbuffered: bool) -> None:
-    child = run_ok(
-        PRELUDE
-        + """
+    child = run_script(
+        """
 with redirect_stdout_fd() as out:
     c_printf("one\\n")
     c_write(1, "two\\n")
@@ -88,9 +90,8 @@ show(out)
 
 
 def test_getvalue_inside_the_block_sees_everything_so_far(unbuffered: bool) -> None:
-    child = run_ok(
-        PRELUDE
-        + """
+    child = run_script(
+        """
 with redirect_stdout_fd() as out:
     c_printf("unflushed\\n")
     print("py")
@@ -110,15 +111,14 @@ show(out)
 
 
 def test_stderr_capture_and_stdout_untouched(unbuffered: bool) -> None:
-    child = run_ok(
-        PRELUDE
-        + """
+    child = run_script(
+        """
 with redirect_stderr_fd() as err:
     print("to stdout")
     print("py err", file=sys.stderr)
     c_fprintf_stderr("c err\\n")
     c_write(2, "raw err\\n")
-sys.__stderr__.write("CAPTURED=" + repr(err.getbytes()) + "\\n")
+show(err)
 """,
         unbuffered=unbuffered,
     )
@@ -127,9 +127,8 @@ sys.__stderr__.write("CAPTURED=" + repr(err.getbytes()) + "\\n")
 
 
 def test_stderr_to_stdout_is_one_stream_in_write_order(unbuffered: bool) -> None:
-    child = run_ok(
-        PRELUDE
-        + """
+    child = run_script(
+        """
 with redirect_stdout_fd() as out, redirect_stderr_fd(STDOUT):
     for i in range(100):
         print(f"o{i}")
@@ -147,9 +146,8 @@ show(out)
 
 
 def test_exception_inside_block_restores_and_keeps_capture(unbuffered: bool) -> None:
-    child = run_ok(
-        PRELUDE
-        + """
+    child = run_script(
+        """
 try:
     with redirect_stdout_fd() as out:
         c_printf("before the error\\n")
@@ -166,9 +164,8 @@ show(out)
 
 
 def test_keyboard_interrupt_inside_block_restores(unbuffered: bool) -> None:
-    child = run_ok(
-        PRELUDE
-        + """
+    child = run_script(
+        """
 import signal
 try:
     with redirect_stdout_fd() as out:
@@ -187,9 +184,8 @@ show(out)
 
 
 def test_bytes_and_text_decoding() -> None:
-    child = run_ok(
-        PRELUDE
-        + """
+    child = run_script(
+        """
 with redirect_stdout_fd(encoding=None) as raw:
     c_write(1, b"\\xff\\xfe ok \\xc3\\xa9")
 with redirect_stdout_fd(errors="strict") as strict:
@@ -213,9 +209,8 @@ sys.__stderr__.write(repr((raw.getbytes(), raw.getvalue(), latin.getvalue(), rep
 
 
 def test_python_writes_are_captured_when_sys_stdout_is_not_fd_1() -> None:
-    child = run_ok(
-        PRELUDE
-        + """
+    child = run_script(
+        """
 import io
 replacement = io.StringIO()
 sys.stdout = replacement

@@ -70,16 +70,11 @@ pub struct Live {
     delivery: Mutex<Delivery>,
 }
 
-/// Lock from a thread that is not attached to Python (the reader, the delivery thread waiting).
-fn lock_detached<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
-/// Lock `ACTIVE` or `QUEUE`, attached or not, without ever letting go of the GIL. The delivery
-/// thread locks them while it is the one polling the live pipes: if an attached thread held one
-/// while waiting for the GIL (as `lock_py_attached` does after waiting detached), and the GIL's
-/// holder were writing into a full pipe, nothing would drain it. So their critical sections are
-/// short and never run Python code, and waiting for them holding the GIL is safe.
+/// Lock without ever letting go of the GIL, attached or not. Only for the locks here, whose
+/// sections are short and never run Python code. The delivery thread takes `ACTIVE` and `QUEUE`
+/// while it is the one polling the live pipes: if an attached thread held one while waiting for
+/// the GIL (as `lock_py_attached` does after waiting detached), and the GIL's holder were
+/// writing into a full pipe, nothing would drain it.
 fn lock_briefly<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
@@ -88,6 +83,7 @@ impl Live {
     /// A live block's delivery, made before the switch (it needs the GIL). The caller registers
     /// `channel()` with the reader right after switching the fd, without the GIL, then calls
     /// `open`.
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         py: Python<'_>,
         fd: RawFd,
@@ -96,6 +92,7 @@ impl Live {
         encoding: Option<&str>,
         errors: &str,
         read: OwnedFd,
+        forward: Vec<OwnedFd>,
     ) -> PyResult<Arc<Live>> {
         let encoding = encoding.unwrap_or("utf-8").to_owned();
         let decoder = if encoding_is(&encoding, UTF8_NAMES) {
@@ -131,7 +128,7 @@ impl Live {
                 mode,
                 encoding,
                 errors: errors.to_owned(),
-                channel: Arc::new(Channel::new(read, Vec::new(), true, notify)),
+                channel: Arc::new(Channel::new(read, forward, true, notify)),
                 original: Mutex::new(None),
                 busy: Mutex::new(false),
                 idle: Condvar::new(),
@@ -162,13 +159,7 @@ impl Live {
     /// return the target's first exception, if any.
     pub fn end(&self, py: Python<'_>, late: Option<OwnedFd>) -> PyResult<()> {
         self.forget(py);
-        let channel = &self.channel;
-        let (rest, eof) = py.detach(|| channel.end(late));
-        if eof {
-            reader::unregister(channel);
-        } else {
-            reader::refresh(); // late output is the reader's alone from now on
-        }
+        let rest = py.detach(|| reader::end(&self.channel, late));
         match self.deliver(py, rest, true) {
             Some(err) => Err(err),
             None => Ok(()),
@@ -196,7 +187,7 @@ impl Live {
         let was_busy = std::mem::replace(&mut *super::lock(py, &self.busy), true);
         if was_busy {
             py.detach(|| {
-                let mut busy = lock_detached(&self.busy);
+                let mut busy = lock_briefly(&self.busy);
                 while *busy {
                     busy = self.idle.wait(busy).unwrap_or_else(PoisonError::into_inner);
                 }
@@ -337,7 +328,7 @@ fn schedule(live: Arc<Live>) {
 
 fn wake_delivery_thread(queue: &Queue) {
     if let Some(wake) = &queue.wake {
-        let _ = sys::write_all(wake.as_raw_fd(), b"w", &mut 0);
+        sys::poke(wake.as_raw_fd());
     }
 }
 
@@ -386,37 +377,21 @@ fn poll_live_pipes(wake: &OwnedFd) -> (Vec<Arc<Live>>, usize) {
         .filter(|live| live.generation == generation)
         .cloned()
         .collect();
-    let mut polled = vec![libc::pollfd {
-        fd: wake.as_raw_fd(),
-        events: libc::POLLIN,
-        revents: 0,
-    }];
+    let mut polled = vec![wake.as_raw_fd()];
     let mut served = Vec::with_capacity(watched.len());
     for live in &watched {
         if let Some(fd) = live.channel.read_fd() {
-            polled.push(libc::pollfd {
-                fd,
-                events: libc::POLLIN,
-                revents: 0,
-            });
+            polled.push(fd);
             served.push(live);
         }
     }
-    // SAFETY: `polled` is a valid array of pollfd for its whole length.
-    if unsafe { libc::poll(polled.as_mut_ptr(), polled.len() as libc::nfds_t, -1) } < 0 {
-        return (Vec::new(), 0); // EINTR
-    }
-    if polled[0].revents != 0 {
-        let mut scratch = [0u8; 256];
-        // SAFETY: reading into a local buffer from our own non-blocking wake pipe.
-        while unsafe { libc::read(wake.as_raw_fd(), scratch.as_mut_ptr().cast(), scratch.len()) } > 0 {}
+    let ready = sys::wait_readable(&polled);
+    if ready[0] {
+        sys::discard_available(wake.as_raw_fd());
     }
     let mut jobs = Vec::new();
     let mut drained = 0;
-    for (entry, live) in polled[1..].iter().zip(served) {
-        if entry.revents == 0 {
-            continue;
-        }
+    for (live, _) in served.into_iter().zip(&ready[1..]).filter(|(_, &ready)| ready) {
         let (added, eof) = live.channel.drain();
         if eof {
             reader::unregister(&live.channel);
@@ -465,7 +440,7 @@ pub fn shutdown(py: Python<'_>) {
         let late = original
             .as_ref()
             .and_then(|fd| sys::dup_above_stdio(fd.as_raw_fd()).ok());
-        let (rest, _) = live.channel.end(late);
+        let rest = reader::end(&live.channel, late);
         if let Some(original) = &original {
             let _ = sys::write_all(original.as_raw_fd(), &rest, &mut 0);
         }

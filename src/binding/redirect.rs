@@ -104,10 +104,7 @@ fn tee_original(channel: &Channel, tee: bool, original: Option<&OwnedFd>) -> std
 
 /// A tee block has ended: forward what the pipe holds, and stop serving it once it is drained.
 fn end_tee(py: Python<'_>, channel: &Arc<Channel>, late: Option<OwnedFd>) {
-    let (_, eof) = py.detach(|| channel.end(late));
-    if eof {
-        reader::unregister(channel);
-    }
+    py.detach(|| reader::end(channel, late));
 }
 
 #[pymethods]
@@ -313,15 +310,12 @@ impl Redirect {
         let (live, channel) = if let Plan::Live(mode) = plan {
             let target = self.target.clone_ref(py);
             let (encoding, errors) = (self.encoding.as_deref(), self.errors.as_str());
-            let live = Live::new(py, fd, target, *mode, encoding, errors, read)?;
+            let live = Live::new(py, fd, target, *mode, encoding, errors, read, forward)?;
             let channel = Arc::clone(live.channel());
             (Some(live), channel)
         } else {
-            (None, Arc::new(Channel::new(read, Vec::new(), false, Box::new(|| {}))))
+            (None, Arc::new(Channel::new(read, forward, false, Box::new(|| {}))))
         };
-        for target in forward {
-            channel.add_forward(target);
-        }
         // The switch and the reader's registration happen back to back without the GIL: once the
         // fd points at the pipe, another thread holding the GIL may write more than a pipe holds,
         // and only the reader can drain it until this thread has the GIL back.
