@@ -21,11 +21,14 @@ import faulthandler
 import io
 import json
 import logging
+import os
+import subprocess
 import sys
 import threading
+import time
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import astuple, dataclass, field
 from typing import Any, TextIO
 
 from fdredirect import STDOUT, redirect_stderr_fd, redirect_stdout_fd
@@ -53,11 +56,22 @@ class Case:
     stack: tuple[str, ...]
     hold_gil: bool
     threads: int
+    # Lines per writer thread at the innermost level and at the others.
+    inner_lines: int = INNER_LINES
+    outer_lines: int = OUTER_LINES
+    # The level at which a forked process writes (and is waited for inside the block); -1: none.
+    fork_level: int = -1
+    # The level at which a shell child starts that writes after its block ended; -1: none. Its
+    # late output makes the byte counts of the case unpredictable: only hangs and errors count.
+    late_level: int = -1
 
     @property
     def name(self) -> str:
         gil = "gil-held" if self.hold_gil else "gil-released"
-        return f"{'>'.join(self.stack)}/{gil}/{self.threads}-thread"
+        extra = "".join(
+            f"/{label}@{level}" for label, level in (("fork", self.fork_level), ("late", self.late_level)) if level >= 0
+        )
+        return f"{'>'.join(self.stack)}/{gil}/{self.threads}-thread{extra}"
 
     @property
     def interleaved(self) -> bool:
@@ -67,11 +81,11 @@ class Case:
         return (self.threads > 1 and not self.hold_gil) or any(kind in ("tee", "tee_live") for kind in self.stack)
 
     def to_json(self) -> list[Any]:
-        return [list(self.stack), self.hold_gil, self.threads]
+        return [list(self.stack), *astuple(self)[1:]]
 
     @classmethod
     def from_json(cls, data: list[Any]) -> Case:
-        return cls(tuple(data[0]), bool(data[1]), int(data[2]))
+        return cls(tuple(data[0]), *data[1:])
 
 
 class Records(logging.Handler):
@@ -102,6 +116,7 @@ class Run:
     case: Case
     expected: Counter[str] = field(default_factory=Counter)
     readers: dict[str, Callable[[], bytes]] = field(default_factory=dict)
+    late: list[subprocess.Popen[bytes]] = field(default_factory=list)
 
     def account(self, dest: tuple[str, ...], nbytes: int) -> None:
         for sink in dest:
@@ -153,7 +168,7 @@ class Run:
             return
         manager, inner1, inner2 = self.block(level, fd1, fd2)
         innermost = level == len(self.case.stack) - 1
-        lines = INNER_LINES if innermost else OUTER_LINES
+        lines = self.case.inner_lines if innermost else self.case.outer_lines
         with manager as entered:
             if self.case.stack[level] in ("capture", "tee"):
                 self.readers[f"L{level}"] = entered.getbytes
@@ -166,9 +181,27 @@ class Run:
                 print(LINE_TEXT * PRINT_LINES, end="", file=sys.stderr)
                 self.account(inner2, len(LINE) * PRINT_LINES)
                 self.writers(2, lines, inner2)
+            if level == self.case.fork_level:
+                self.fork(inner1)
+            if level == self.case.late_level:
+                self.late.append(
+                    subprocess.Popen(["sh", "-c", f"sleep 0.02; head -c {len(LINE) * lines} /dev/zero | tr '\\0' z"])
+                )
             self.level(level + 1, inner1, inner2)
             print(LINE_TEXT * 2, end="")
             self.account(inner1, len(LINE) * 2)
+
+    def fork(self, dest: Dest) -> None:
+        """A forked copy of this process writes to fd 1 and exits; waited for inside the block."""
+        data = LINE * self.case.outer_lines
+        pid = os.fork()
+        if pid == 0:
+            try:
+                c_write(1, data)
+            finally:
+                os._exit(0)
+        os.waitpid(pid, 0)
+        self.account(dest, len(data))
 
     def check(self) -> list[str]:
         """What went wrong at the sinks this process can read (the real fds are the parent's)."""
@@ -195,6 +228,12 @@ def whole_lines(data: bytes, *, interleaved: bool) -> bool:
 def run_case(case: Case) -> tuple[dict[str, int], list[str]]:
     run = Run(case)
     run.level(0, ("OUT",), ("ERR",))
+    if run.late:
+        for child in run.late:
+            child.wait()
+        # Late output is forwarded by the reader thread: give it time to land before the marker.
+        time.sleep(0.1)
+        return {}, []
     return {"OUT": run.expected["OUT"], "ERR": run.expected["ERR"]}, run.check()
 
 
