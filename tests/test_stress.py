@@ -90,7 +90,7 @@ with open({str(progress)!r}, "w") as progress:
     problems = []
     if child.returncode != 0 or len(done) != len(cases):
         started = [json.loads(line) for line in lines if line.startswith('{"start"')]
-        last = started[-1]["case"] if started else "none"
+        last = f"#{started[-1]['start']} {started[-1]['case']}" if started else "none"
         tail = "\n".join(lines[-60:])
         errors = err.read_bytes()[-2000:].decode(errors="replace")
         return [f"child exited {child.returncode} in case {last}:\n{tail}\n{errors}"]
