@@ -141,7 +141,7 @@ def test_matrix(cases: list[Case], tmp_path: Path) -> None:
 HANG = "issue 10: the reader forwards into a pipe that only it drains (hangs)"
 LOSS = "issue 10: concurrent writers into the memory file overwrite each other (bytes lost)"
 # A hang is reported as a timeout of the child after this long; every case here takes well under 1 s.
-SHORT = 8
+SHORT = 5
 
 
 def run_quick(code: str, tmp_path: Path) -> str:
