@@ -1,5 +1,10 @@
 //! The capture sink: a fresh anonymous memory file per block (`memfd_create`; an unlinked temp
 //! file where memfd is missing). No reader thread, so it cannot deadlock; readable at any time.
+//!
+//! The file is opened `O_APPEND`. Several writers share its open file description (threads
+//! releasing the GIL, `make -j`, a pool's children): a memfd has no per-file position lock, so two
+//! plain `write`s at once can take the same offset and overwrite each other. An append takes the
+//! inode lock and places every write after the last one: nothing is lost.
 
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
@@ -22,7 +27,9 @@ pub fn create() -> io::Result<OwnedFd> {
         unlinked_temp_file()?
     };
     // SAFETY: `fd` was just created and is owned by nothing else.
-    crate::sys::lift_above_stdio(unsafe { OwnedFd::from_raw_fd(fd) })
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    crate::sys::add_status_flags(fd.as_raw_fd(), libc::O_APPEND)?;
+    crate::sys::lift_above_stdio(fd)
 }
 
 fn unlinked_temp_file() -> io::Result<RawFd> {
@@ -154,6 +161,26 @@ mod tests {
         let mut again = vec![1; 16];
         read_at(&fd, &mut again, 0).unwrap();
         assert_eq!(again, vec![0; 16]);
+    }
+
+    #[test]
+    fn concurrent_writers_on_one_description_lose_nothing() {
+        let fd = create().unwrap();
+        let chunk = [b'x'; 64];
+        let writers: Vec<_> = (0..4)
+            .map(|_| {
+                let copy = crate::sys::dup_above_stdio(fd.as_raw_fd()).unwrap();
+                std::thread::spawn(move || {
+                    for _ in 0..4096 {
+                        crate::sys::write_all(copy.as_raw_fd(), &chunk, &mut 0).unwrap();
+                    }
+                })
+            })
+            .collect();
+        for writer in writers {
+            writer.join().unwrap();
+        }
+        assert_eq!(size(&fd).unwrap(), 4 * 4096 * 64);
     }
 
     #[test]

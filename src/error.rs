@@ -11,6 +11,8 @@ pub enum Subject {
     Nothing,
     Fd(RawFd),
     Path(PathBuf),
+    /// Writing the block's bytes of this fd to its forward targets (tee).
+    Tee(RawFd),
 }
 
 #[derive(Debug)]

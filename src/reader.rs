@@ -1,211 +1,15 @@
 //! The reader: one long-lived thread that drains the pipe of every live block, never touching
 //! the GIL, so a writer that holds the GIL can write any amount without blocking on a full pipe.
 //! While the delivery thread is idle it polls the live pipes itself (for latency), and the reader
-//! stands back; see "Handing the live pipes over" below.
-//!
-//! Each block has a `Channel`: the pipe's read end, fds the reader writes every byte to as it
-//! arrives (tee, the capture file behind a tee), and the bytes waiting for delivery to Python.
-//! When a block ends, the channel keeps its read end until EOF and forwards late output (a child
-//! that outlived the block) to the original destination.
+//! stands back; see "Handing the live pipes over" below. Each block's pipe and the routing of its
+//! bytes is a `Channel` (`crate::channel`).
 
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
+pub use crate::channel::{Channel, Forward};
 use crate::sys;
-
-/// The most one `read` takes from a pipe.
-const READ_CHUNK: usize = 64 << 10;
-/// Reads per channel per wake-up, so one busy pipe cannot starve the others.
-const READS_PER_TURN: usize = 16;
-
-pub struct Channel {
-    state: Mutex<State>,
-    /// Called (with no lock held) after bytes were added for delivery.
-    notify: Box<dyn Fn() + Send + Sync>,
-}
-
-struct State {
-    /// The pipe's read end, non-blocking; `None` after EOF.
-    read: Option<OwnedFd>,
-    /// Written with every byte as it arrives, while the block runs.
-    forward: Vec<OwnedFd>,
-    /// Keep bytes in `pending` for delivery to a Python target.
-    buffered: bool,
-    pending: Vec<u8>,
-    /// After the block: where late output goes (the restored original destination).
-    late: Option<OwnedFd>,
-    ended: bool,
-    /// The delivery thread polls this pipe too (see "Handing the live pipes over").
-    watched: bool,
-}
-
-impl Channel {
-    pub fn new(read: OwnedFd, forward: Vec<OwnedFd>, buffered: bool, notify: Box<dyn Fn() + Send + Sync>) -> Self {
-        let state = State {
-            read: Some(read),
-            forward,
-            buffered,
-            pending: Vec::new(),
-            late: None,
-            ended: false,
-            watched: false,
-        };
-        Channel {
-            state: Mutex::new(state),
-            notify,
-        }
-    }
-
-    fn lock(&self) -> MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    /// Also write every byte to `fd` as it arrives. Added before the channel is registered.
-    pub fn add_forward(&self, fd: OwnedFd) {
-        self.lock().forward.push(fd);
-    }
-
-    /// The delivery thread now polls this pipe: while it does, the reader may leave it alone.
-    pub fn watch(&self) {
-        self.lock().watched = true;
-    }
-
-    /// The bytes waiting for delivery, in order.
-    pub fn take_pending(&self) -> Vec<u8> {
-        std::mem::take(&mut self.lock().pending)
-    }
-
-    /// The pipe's read end, to poll; `None` after EOF. The number may be closed and reused by the
-    /// time a poll returns: a wake-up on it only ever leads to `drain`, which reads under the lock.
-    pub fn read_fd(&self) -> Option<RawFd> {
-        self.lock().read.as_ref().map(AsRawFd::as_raw_fd)
-    }
-
-    /// Read what the pipe holds (a bounded amount); returns (how many bytes were added for
-    /// delivery, EOF reached).
-    pub fn drain(&self) -> (usize, bool) {
-        Self::drain_locked(&mut self.lock(), None)
-    }
-
-    /// `drain`, unless another thread is draining right now: the reader thread then leaves the
-    /// pipe to it rather than queueing behind it, and polls again.
-    fn try_drain(&self) -> Option<(usize, bool)> {
-        match self.state.try_lock() {
-            Ok(mut state) => Some(Self::drain_locked(&mut state, None)),
-            Err(std::sync::TryLockError::Poisoned(poisoned)) => {
-                Some(Self::drain_locked(&mut poisoned.into_inner(), None))
-            }
-            Err(std::sync::TryLockError::WouldBlock) => None,
-        }
-    }
-
-    fn drain_locked(state: &mut State, limit: Option<usize>) -> (usize, bool) {
-        let Some(read) = state.read.as_ref().map(AsRawFd::as_raw_fd) else {
-            return (0, true);
-        };
-        let before = state.pending.len();
-        let mut scratch = Vec::new();
-        let mut left = limit.unwrap_or(usize::MAX);
-        let mut eof = false;
-        for _ in 0..READS_PER_TURN {
-            if left == 0 {
-                break;
-            }
-            let want = READ_CHUNK.min(left);
-            let into_pending = state.buffered && !state.ended;
-            let buf = if into_pending { &mut state.pending } else { &mut scratch };
-            let start = buf.len();
-            match read_append(read, buf, want) {
-                Ok(0) => {
-                    eof = true;
-                    break;
-                }
-                Ok(n) => {
-                    left -= n;
-                    let data = if into_pending {
-                        &state.pending[start..]
-                    } else {
-                        &scratch[start..]
-                    };
-                    let targets: &[OwnedFd] = if state.ended {
-                        state.late.as_slice()
-                    } else {
-                        &state.forward
-                    };
-                    for target in targets {
-                        // A destination that went away (EPIPE, EBADF) must not stop the draining.
-                        let mut written = 0;
-                        while let Err(e) = sys::write_all(target.as_raw_fd(), data, &mut written) {
-                            if e.kind() != io::ErrorKind::Interrupted {
-                                break;
-                            }
-                        }
-                    }
-                    scratch.clear();
-                }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(_) => {
-                    eof = true;
-                    break;
-                }
-            }
-        }
-        if eof {
-            state.read = None;
-            state.late = None;
-        }
-        (state.pending.len() - before, eof)
-    }
-
-    /// The block has ended (its fd already restored): take exactly the bytes the pipe holds now
-    /// (never wait for EOF: a child may hold the write end forever), forward them, and return
-    /// everything not yet delivered. Later bytes go to `late`. Returns (pending bytes, EOF reached).
-    pub fn end(&self, late: Option<OwnedFd>) -> (Vec<u8>, bool) {
-        let mut state = self.lock();
-        let held = state
-            .read
-            .as_ref()
-            .map_or(0, |read| sys::bytes_available(read.as_raw_fd()));
-        let (_, mut eof) = Self::drain_locked(&mut state, Some(held));
-        if !eof {
-            // No writer left (the usual case): EOF now, and the read end can go at once.
-            if let Some(read) = &state.read {
-                let mut probe = Vec::new();
-                if let Ok(0) = read_append(read.as_raw_fd(), &mut probe, 1) {
-                    eof = true;
-                    state.read = None;
-                } else if !probe.is_empty() {
-                    // A byte written after the block: late output.
-                    if let Some(target) = &late {
-                        let _ = sys::write_all(target.as_raw_fd(), &probe, &mut 0);
-                    }
-                }
-            }
-        }
-        state.ended = true;
-        state.forward.clear();
-        if !eof {
-            state.late = late;
-        }
-        (std::mem::take(&mut state.pending), eof)
-    }
-}
-
-/// `read(2)` up to `want` bytes, appended to `buf`.
-fn read_append(fd: RawFd, buf: &mut Vec<u8>, want: usize) -> io::Result<usize> {
-    buf.reserve(want);
-    let spare = buf.spare_capacity_mut();
-    // SAFETY: `spare` has room for at least `want` bytes; read writes at most that many.
-    let n = unsafe { libc::read(fd, spare.as_mut_ptr().cast(), want) };
-    if n < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: read initialised the first `n` bytes of the spare capacity.
-    unsafe { buf.set_len(buf.len() + n as usize) };
-    Ok(n as usize)
-}
 
 // Handing the live pipes over between the delivery thread and the reader.
 //
@@ -304,17 +108,44 @@ pub fn register(channel: Arc<Channel>) -> io::Result<()> {
     Ok(())
 }
 
-/// Stop serving `channel` (its pipe reached EOF).
+/// Start serving a parked channel (see `Channel::park`).
+pub fn unpark(channel: &Channel) {
+    channel.unpark();
+    wake(&lock_registry());
+}
+
+/// Stop serving `channel` (its pipe reached EOF, or its block never began).
 pub fn unregister(channel: &Arc<Channel>) {
     let mut registry = lock_registry();
     registry.channels.retain(|c| !Arc::ptr_eq(c, channel));
     wake(&registry);
 }
 
+/// Where bytes sent to `fd` should go: when `fd` is the write end of a registered channel's
+/// pipe, that channel itself, so that no thread of the library ever blocks writing into a pipe
+/// that only the library drains (see `crate::channel`).
+pub fn resolve(fd: OwnedFd) -> Forward {
+    let Some(pipe) = sys::pipe_identity(fd.as_raw_fd()) else {
+        return Forward::Fd { fd, failed: false };
+    };
+    let to = lock_registry()
+        .channels
+        .iter()
+        .find(|channel| channel.is_pipe(pipe))
+        .cloned();
+    match to {
+        Some(to) => Forward::Channel { to, _open: fd },
+        None => Forward::Fd { fd, failed: false },
+    }
+}
+
 /// The block of `channel` has ended (see `Channel::end`): stop serving the pipe at EOF, or make
 /// the reader poll it again if the delivery thread had it (late output is the reader's alone).
+/// `late` is where the fd points again: bytes written to the pipe after the block go there.
 pub fn end(channel: &Arc<Channel>, late: Option<OwnedFd>) -> Vec<u8> {
-    let was_watched = channel.lock().watched;
+    let late = late.map(resolve);
+    take_inflow(channel, 0);
+    let was_watched = channel.is_watched();
     let (rest, eof) = channel.end(late);
     if eof {
         unregister(channel);
@@ -322,6 +153,26 @@ pub fn end(channel: &Arc<Channel>, late: Option<OwnedFd>) -> Vec<u8> {
         wake(&lock_registry());
     }
     rest
+}
+
+/// Before `channel`'s block ends: what still sits in the pipes of channels that send into it (an
+/// inner block's late output, a tee's copies) was written while its block was in force, so it
+/// belongs to it. Bring it in first, innermost first.
+fn take_inflow(channel: &Arc<Channel>, depth: usize) {
+    const DEEPEST: usize = 32; // far deeper than real nesting; only a guard
+    if depth > DEEPEST {
+        return;
+    }
+    let feeders: Vec<Arc<Channel>> = lock_registry()
+        .channels
+        .iter()
+        .filter(|other| !Arc::ptr_eq(other, channel))
+        .cloned()
+        .collect();
+    for feeder in feeders.iter().filter(|feeder| feeder.sends_to(channel)) {
+        take_inflow(feeder, depth + 1);
+        feeder.drain_held();
+    }
 }
 
 fn wake(registry: &Registry) {
@@ -339,12 +190,8 @@ fn run(wake: &OwnedFd, timer: RawFd) {
         let mut polled = vec![wake.as_raw_fd(), timer];
         let mut served = Vec::with_capacity(channels.len());
         for channel in &channels {
-            let state = channel.lock();
-            if delivery_polling && state.watched && !state.ended {
-                continue;
-            }
-            if let Some(read) = &state.read {
-                polled.push(read.as_raw_fd());
+            if let Some(read) = channel.poll_fd(delivery_polling) {
+                polled.push(read);
                 served.push(Arc::clone(channel));
             }
         }
@@ -358,7 +205,7 @@ fn run(wake: &OwnedFd, timer: RawFd) {
                 continue;
             };
             if added > 0 {
-                (channel.notify)();
+                channel.notify();
             }
             if eof {
                 lock_registry().channels.retain(|c| !Arc::ptr_eq(c, channel));
@@ -378,6 +225,7 @@ pub fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::channel::read_append;
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::time::{Duration, Instant};
 
@@ -407,7 +255,7 @@ mod tests {
         let data: Vec<u8> = (0..8 << 20).map(|i: u32| (i % 251) as u8).collect();
         sys::write_all(write.as_raw_fd(), &data, &mut 0).unwrap();
         drop(write);
-        wait_until(|| channel.lock().read.is_none());
+        wait_until(|| channel.is_drained());
         assert_eq!(channel.take_pending(), data);
         assert!(notified.load(Ordering::Relaxed) > 0);
     }
@@ -419,13 +267,16 @@ mod tests {
         let channel = Arc::new(Channel::new(read, Vec::new(), true, Box::new(|| {})));
         // Not registered: nothing drains but `end` itself.
         sys::write_all(write.as_raw_fd(), b"in block", &mut 0).unwrap();
-        let (pending, eof) = channel.end(Some(late_write));
+        let (pending, eof) = channel.end(Some(Forward::Fd {
+            fd: late_write,
+            failed: false,
+        }));
         assert_eq!(pending, b"in block");
         assert!(!eof, "the write end is still open");
         register(Arc::clone(&channel)).unwrap();
         sys::write_all(write.as_raw_fd(), b"late", &mut 0).unwrap();
         drop(write);
-        wait_until(|| channel.lock().read.is_none());
+        wait_until(|| channel.is_drained());
         let mut got = Vec::new();
         read_append(late_read.as_raw_fd(), &mut got, 100).unwrap();
         assert_eq!(got, b"late");
@@ -451,7 +302,36 @@ mod tests {
         sys::write_all(write.as_raw_fd(), b"teed", &mut 0).unwrap();
         wait_until(|| crate::capture::size(&file).unwrap() == 4);
         drop(write);
-        wait_until(|| channel.lock().read.is_none());
+        wait_until(|| channel.is_drained());
         assert!(channel.take_pending().is_empty());
+    }
+
+    #[test]
+    fn bytes_for_an_enclosing_channel_are_handed_over_without_writing_its_pipe() {
+        // outer: a live block nobody delivers; inner: a tee block whose original destination is
+        // the outer block's pipe. More than a pipe holds goes through the inner one, so a
+        // blocking write into the outer pipe by the draining thread would wait forever.
+        let (outer_read, outer_write) = pipe().unwrap();
+        let outer = Arc::new(Channel::new(outer_read, Vec::new(), true, Box::new(|| {})));
+        register(Arc::clone(&outer)).unwrap();
+        let (inner_read, inner_write) = pipe().unwrap();
+        let inner = Arc::new(Channel::new(inner_read, Vec::new(), false, Box::new(|| {})));
+        inner.add_forward(sys::dup_above_stdio(outer_write.as_raw_fd()).unwrap());
+        register(Arc::clone(&inner)).unwrap();
+        let data: Vec<u8> = (0..4 << 20).map(|i: u32| (i % 253) as u8).collect();
+        sys::write_all(inner_write.as_raw_fd(), &data, &mut 0).unwrap();
+        drop(inner_write);
+        wait_until(|| inner.is_drained());
+        // Late output of the outer block after its end goes to a plain fd.
+        sys::write_all(outer_write.as_raw_fd(), b"tail", &mut 0).unwrap();
+        let (late_read, late_write) = pipe().unwrap();
+        let mut pending = end(&outer, Some(late_write));
+        pending.extend(outer.take_pending());
+        assert_eq!(pending.len(), data.len() + 4);
+        assert_eq!(&pending[..data.len()], &data[..]);
+        drop(outer_write);
+        wait_until(|| outer.is_drained());
+        let mut late = Vec::new();
+        assert_eq!(read_append(late_read.as_raw_fd(), &mut late, 16).unwrap_or(0), 0);
     }
 }

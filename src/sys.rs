@@ -195,12 +195,30 @@ pub fn set_timer(timer: RawFd, nanos: i64) {
 }
 
 pub fn set_nonblocking(fd: RawFd) -> io::Result<()> {
+    add_status_flags(fd, libc::O_NONBLOCK)
+}
+
+/// Add file status flags (`O_NONBLOCK`, `O_APPEND`) to the open file description of `fd`. Only
+/// for descriptions the library created: every fd sharing the description sees the change.
+pub fn add_status_flags(fd: RawFd, flags: libc::c_int) -> io::Result<()> {
     // SAFETY: F_GETFL/F_SETFL only read and change the status flags of `fd`.
     unsafe {
-        let flags = check(libc::fcntl(fd, libc::F_GETFL))?;
-        check(libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK))?;
+        let current = check(libc::fcntl(fd, libc::F_GETFL))?;
+        check(libc::fcntl(fd, libc::F_SETFL, current | flags))?;
     }
     Ok(())
+}
+
+/// Which pipe `fd` is an end of, as (`st_dev`, `st_ino`); `None` when it is not a pipe or FIFO.
+pub fn pipe_identity(fd: RawFd) -> Option<(u64, u64)> {
+    let mut stat = std::mem::MaybeUninit::<libc::stat>::uninit();
+    // SAFETY: fstat fills `stat` on success.
+    if unsafe { libc::fstat(fd, stat.as_mut_ptr()) } < 0 {
+        return None;
+    }
+    // SAFETY: fstat succeeded, so `stat` is initialised.
+    let stat = unsafe { stat.assume_init() };
+    (stat.st_mode & libc::S_IFMT == libc::S_IFIFO).then_some((stat.st_dev, stat.st_ino))
 }
 
 /// How many bytes a pipe holds now (`FIONREAD`); 0 if that cannot be told.

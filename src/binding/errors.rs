@@ -15,6 +15,10 @@ pub fn to_pyerr(err: Error) -> PyErr {
                     Subject::Nothing => PyOSError::new_err((errno, message)),
                     Subject::Fd(fd) => PyOSError::new_err((errno, format!("{message}: fd {fd}"))),
                     Subject::Path(path) => PyOSError::new_err((errno, message, path.into_os_string())),
+                    Subject::Tee(fd) => PyOSError::new_err((
+                        errno,
+                        format!("{message}: output of fd {fd} could not be copied to its tee destination"),
+                    )),
                 }
             }
             None => PyOSError::new_err(err.to_string()),

@@ -179,21 +179,41 @@ impl Live {
         drop(removed); // outside the lock: dropping may run Python code
     }
 
+    /// Take the block's busy flag: one delivery of a block at a time. Usually nobody else
+    /// delivers: take it at once (detaching costs a GIL hand-off). Otherwise wait without the
+    /// GIL, which the other delivery may need to finish; at most `limit`, if given. Returns
+    /// whether the flag was taken.
+    fn claim(&self, py: Python<'_>, limit: Option<std::time::Duration>) -> bool {
+        let was_busy = std::mem::replace(&mut *super::lock(py, &self.busy), true);
+        if !was_busy {
+            return true;
+        }
+        py.detach(|| {
+            let deadline = limit.map(|limit| std::time::Instant::now() + limit);
+            let mut busy = lock_briefly(&self.busy);
+            while *busy {
+                busy = match deadline {
+                    None => self.idle.wait(busy).unwrap_or_else(PoisonError::into_inner),
+                    Some(deadline) => {
+                        let left = deadline.saturating_duration_since(std::time::Instant::now());
+                        if left.is_zero() {
+                            return false;
+                        }
+                        self.idle
+                            .wait_timeout(busy, left)
+                            .unwrap_or_else(PoisonError::into_inner)
+                            .0
+                    }
+                };
+            }
+            *busy = true;
+            true
+        })
+    }
+
     /// Deliver what is pending plus `extra`. With `last`, returns the target's first exception.
     fn deliver(&self, py: Python<'_>, extra: Vec<u8>, last: bool) -> Option<PyErr> {
-        // One delivery of this block at a time. Usually nobody else delivers: take the flag at
-        // once (detaching costs a GIL hand-off). Otherwise wait without the GIL, which the other
-        // delivery may need to finish.
-        let was_busy = std::mem::replace(&mut *super::lock(py, &self.busy), true);
-        if was_busy {
-            py.detach(|| {
-                let mut busy = lock_briefly(&self.busy);
-                while *busy {
-                    busy = self.idle.wait(busy).unwrap_or_else(PoisonError::into_inner);
-                }
-                *busy = true;
-            });
-        }
+        self.claim(py, None);
         // Taken with the GIL held: bytes taken by a thread that then waited for the GIL could be
         // stranded forever at interpreter shutdown. The channel lock is only ever held briefly.
         let mut bytes = self.channel.take_pending();
@@ -296,6 +316,8 @@ static QUEUE: Mutex<Queue> = Mutex::new(Queue {
     jobs: VecDeque::new(),
 });
 static SHUTTING_DOWN: AtomicBool = AtomicBool::new(false);
+/// How long interpreter exit waits for a delivery in progress.
+const SHUTDOWN_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Start the delivery thread on first use, and again in a forked child (where the parent's
 /// thread does not exist).
@@ -433,8 +455,12 @@ fn run(wake: &OwnedFd) {
 pub fn shutdown(py: Python<'_>) {
     SHUTTING_DOWN.store(true, Ordering::Release);
     let open: Vec<Arc<Live>> = std::mem::take(&mut *lock_briefly(&ACTIVE));
-    // The GIL stays held throughout, so the delivery thread cannot start another delivery.
     for live in open.iter().rev() {
+        // A delivery in progress may have let go of the GIL (a target written in Python does,
+        // and so does PyO3's first use of an interned name): let it finish, so the bytes it
+        // holds reach the target, and keep the flag so that no other delivery begins. Bounded:
+        // a target that never returns must not hang the exit.
+        let _ = live.claim(py, Some(SHUTDOWN_WAIT));
         let _ = crate::stack::exit(live.fd, live.entry.load(Ordering::Acquire), false);
         let original = super::lock(py, &live.original).take();
         let late = original
@@ -442,7 +468,12 @@ pub fn shutdown(py: Python<'_>) {
             .and_then(|fd| sys::dup_above_stdio(fd.as_raw_fd()).ok());
         let rest = reader::end(&live.channel, late);
         if let Some(original) = &original {
-            let _ = sys::write_all(original.as_raw_fd(), &rest, &mut 0);
+            let mut written = 0;
+            while let Err(err) = sys::write_all(original.as_raw_fd(), &rest, &mut written) {
+                if err.kind() != std::io::ErrorKind::Interrupted {
+                    break;
+                }
+            }
         }
     }
 }

@@ -107,6 +107,13 @@ fn end_tee(py: Python<'_>, channel: &Arc<Channel>, late: Option<OwnedFd>) {
     py.detach(|| reader::end(channel, late));
 }
 
+/// The first failure to write a byte of the block to its forward targets (the tee copy, the
+/// capture file behind a tee): `/dev/full`, a full disk. Those bytes are lost, so exit says so.
+fn forward_error(fd: RawFd, channel: &Channel) -> Option<PyErr> {
+    let err = channel.take_forward_error()?;
+    Some(to_pyerr(crate::error::Error::os(err, crate::error::Subject::Tee(fd))))
+}
+
 #[pymethods]
 impl Redirect {
     #[new]
@@ -228,9 +235,11 @@ impl Redirect {
                 live.forget(py); // a forked child leaving its parent's block: the sinks are the parent's
             } else {
                 delivery_error = live.end(py, restored).err();
+                delivery_error = delivery_error.or_else(|| forward_error(fd, live.channel()));
             }
         } else if let (Some(channel), false) = (&active.tee, inherited) {
             end_tee(py, channel, restored);
+            delivery_error = forward_error(fd, channel);
         }
         let finish_error = match &active.captured {
             Some(captured) => captured.get().finish(py, inherited).err(),
@@ -316,23 +325,31 @@ impl Redirect {
         } else {
             (None, Arc::new(Channel::new(read, forward, false, Box::new(|| {}))))
         };
-        // The switch and the reader's registration happen back to back without the GIL: once the
-        // fd points at the pipe, another thread holding the GIL may write more than a pipe holds,
-        // and only the reader can drain it until this thread has the GIL back.
+        // Registered before the switch, parked: a block that another thread switches right
+        // after this one must find this channel (its forward targets may be this pipe). Served
+        // right after the switch, without the GIL: once the fd points at the pipe, another
+        // thread holding the GIL may write more than a pipe holds, and only the reader can
+        // drain it until this thread has the GIL back.
         let tee = self.tee;
         let write_end = write.as_raw_fd();
         let entered = py
             .detach(|| {
-                let entered = stack::enter(fd, &Sink::Fd(write_end), true)?;
-                let served = tee_original(&channel, tee, entered.original.as_ref())
-                    .and_then(|()| reader::register(Arc::clone(&channel)));
-                match served {
-                    Ok(()) => Ok(entered),
-                    Err(err) => {
-                        let _ = stack::exit(fd, entered.id, false);
-                        Err(crate::error::Error::from(err))
+                channel.park();
+                reader::register(Arc::clone(&channel))?;
+                let entered = stack::enter(fd, &Sink::Fd(write_end), true).and_then(|entered| {
+                    match tee_original(&channel, tee, entered.original.as_ref()) {
+                        Ok(()) => Ok(entered),
+                        Err(err) => {
+                            let _ = stack::exit(fd, entered.id, false);
+                            Err(crate::error::Error::from(err))
+                        }
                     }
+                });
+                match &entered {
+                    Ok(_) => reader::unpark(&channel),
+                    Err(_) => reader::unregister(&channel),
                 }
+                entered
             })
             .map_err(to_pyerr)?;
         drop(write); // fd itself is now the only write end in this process

@@ -1,0 +1,358 @@
+//! A `Channel`: the pipe of one live or tee block, and where its bytes go.
+//!
+//! Bytes read from the pipe are kept for delivery to a Python target (`pending`, live blocks) and
+//! written, as they arrive, to the block's forward targets (tee: the original destination, the
+//! capture file behind a tee). When the block ends, the channel keeps its read end until EOF and
+//! sends late output (a child that outlived the block) to where the fd points again.
+//!
+//! A forward target may be the pipe of another channel (a tee block nested in a live or tee block:
+//! its "original destination" is the enclosing block's pipe). Only this library's threads drain
+//! that pipe, so a blocking `write` into it from the thread that drains it could wait forever.
+//! Such bytes are therefore handed to the other channel in-process (`Forward::Channel`), as if
+//! they had been read from its pipe: each channel's bytes stay in order, and nothing waits.
+//!
+//! Locking: a channel hands bytes only to the channel of a block that switched the fd *before*
+//! its own block did (a tee's original destination, the destination restored at its end: both
+//! were in place before the block began), and takes that channel's lock while holding its own.
+//! Locks are therefore always taken in reverse switch order, which cannot deadlock.
+
+use std::io;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use crate::sys;
+
+/// The most one `read` takes from a pipe.
+const READ_CHUNK: usize = 64 << 10;
+/// Reads per channel per call, so one busy pipe cannot starve the others.
+const READS_PER_TURN: usize = 16;
+
+pub struct Channel {
+    /// The pipe's identity (`st_dev`, `st_ino`), to recognise its write end as a forward target.
+    pipe: Option<(u64, u64)>,
+    state: Mutex<State>,
+    /// Called (with this channel's lock released) after bytes were added for delivery.
+    notify: Box<dyn Fn() + Send + Sync>,
+}
+
+/// Where a channel sends its bytes besides delivery.
+pub enum Forward {
+    /// An fd outside the library's pipes (a terminal, a file, the memory file behind a tee).
+    /// `failed`: a write failed once; it is not tried again.
+    Fd { fd: OwnedFd, failed: bool },
+    /// The pipe of another channel: the bytes are handed to it in-process. `_open` is a write end
+    /// of that pipe, held so that the channel does not reach EOF while bytes may still come.
+    Channel { to: Arc<Channel>, _open: OwnedFd },
+}
+
+impl Forward {
+    /// Send `data` on; an error of an fd target is returned once, and that target then skipped.
+    fn send(&mut self, data: &[u8]) -> io::Result<()> {
+        match self {
+            Forward::Fd { failed: true, .. } => Ok(()),
+            Forward::Fd { fd, failed } => {
+                let mut written = 0;
+                loop {
+                    match sys::write_all(fd.as_raw_fd(), data, &mut written) {
+                        Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                        Err(e) => {
+                            *failed = true;
+                            return Err(e);
+                        }
+                        Ok(()) => return Ok(()),
+                    }
+                }
+            }
+            Forward::Channel { to, .. } => {
+                to.take_in(data);
+                Ok(())
+            }
+        }
+    }
+}
+
+struct State {
+    /// The pipe's read end, non-blocking; `None` after EOF.
+    read: Option<OwnedFd>,
+    /// Sent every byte as it arrives, while the block runs.
+    forward: Vec<Forward>,
+    /// The first error of a forward target (a tee onto a full disk), reported at the block's end.
+    forward_error: Option<io::Error>,
+    /// Keep bytes in `pending` for delivery to a Python target.
+    buffered: bool,
+    pending: Vec<u8>,
+    /// After the block: where late output goes (the restored destination).
+    late: Option<Forward>,
+    phase: Phase,
+    /// The delivery thread polls this pipe too (see `reader`, "Handing the live pipes over").
+    watched: bool,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// Registered, but not served yet: the fd is being switched to the pipe (see `park`).
+    Parked,
+    /// The block runs: bytes are kept for delivery and sent to the forward targets.
+    Open,
+    /// The block has ended: bytes still arriving are late output (until EOF).
+    Ended,
+}
+
+impl State {
+    /// Take `data` as read from the pipe: keep it for delivery, and send it on. Returns whether
+    /// bytes were added for delivery.
+    fn accept(&mut self, data: &[u8]) -> bool {
+        if data.is_empty() {
+            return false;
+        }
+        if self.phase == Phase::Ended {
+            // Late output: best effort, a destination that went away (EPIPE) must not stop draining.
+            if let Some(late) = &mut self.late {
+                let _ = late.send(data);
+            }
+            return false;
+        }
+        for target in &mut self.forward {
+            if let Err(err) = target.send(data) {
+                self.forward_error.get_or_insert(err);
+            }
+        }
+        if self.buffered {
+            self.pending.extend_from_slice(data);
+        }
+        self.buffered
+    }
+}
+
+impl Channel {
+    pub fn new(read: OwnedFd, forward: Vec<OwnedFd>, buffered: bool, notify: Box<dyn Fn() + Send + Sync>) -> Self {
+        let pipe = sys::pipe_identity(read.as_raw_fd());
+        let forward = forward.into_iter().map(crate::reader::resolve).collect();
+        let state = State {
+            read: Some(read),
+            forward,
+            forward_error: None,
+            buffered,
+            pending: Vec::new(),
+            late: None,
+            phase: Phase::Open,
+            watched: false,
+        };
+        Channel {
+            pipe,
+            state: Mutex::new(state),
+            notify,
+        }
+    }
+
+    /// Whether `pipe` (an fd's identity) is this channel's pipe.
+    pub fn is_pipe(&self, pipe: (u64, u64)) -> bool {
+        self.pipe == Some(pipe)
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Also send every byte to `fd` as it arrives. Added before the channel is registered.
+    pub fn add_forward(&self, fd: OwnedFd) {
+        let forward = crate::reader::resolve(fd);
+        self.lock().forward.push(forward);
+    }
+
+    /// Not to be served until `unpark`: registered before its block switches the fd, so that a
+    /// block another thread switches right after finds it (see `reader::resolve`), while the
+    /// reader leaves it alone until its forward targets are in place.
+    pub fn park(&self) {
+        self.lock().phase = Phase::Parked;
+    }
+
+    pub(crate) fn unpark(&self) {
+        let mut state = self.lock();
+        if state.phase == Phase::Parked {
+            state.phase = Phase::Open;
+        }
+    }
+
+    /// The delivery thread now polls this pipe: while it does, the reader may leave it alone.
+    pub fn watch(&self) {
+        self.lock().watched = true;
+    }
+
+    pub(crate) fn is_watched(&self) -> bool {
+        self.lock().watched
+    }
+
+    /// The bytes waiting for delivery, in order.
+    pub fn take_pending(&self) -> Vec<u8> {
+        std::mem::take(&mut self.lock().pending)
+    }
+
+    /// The first error a forward target (tee) gave while the block ran, once.
+    pub fn take_forward_error(&self) -> Option<io::Error> {
+        self.lock().forward_error.take()
+    }
+
+    /// The pipe's read end, to poll; `None` after EOF. The number may be closed and reused by the
+    /// time a poll returns: a wake-up on it only ever leads to `drain`, which reads under the lock.
+    pub fn read_fd(&self) -> Option<RawFd> {
+        self.lock().read.as_ref().map(AsRawFd::as_raw_fd)
+    }
+
+    /// For the reader's poll: the read end, unless the delivery thread polls this pipe now.
+    pub(crate) fn poll_fd(&self, delivery_polling: bool) -> Option<RawFd> {
+        let state = self.lock();
+        let leave_to_delivery = delivery_polling && state.watched && state.phase == Phase::Open;
+        if state.phase == Phase::Parked || leave_to_delivery {
+            return None;
+        }
+        state.read.as_ref().map(AsRawFd::as_raw_fd)
+    }
+
+    /// Read what the pipe holds (a bounded amount); returns (how many bytes were added for
+    /// delivery, EOF reached).
+    pub fn drain(&self) -> (usize, bool) {
+        Self::drain_locked(&mut self.lock(), None)
+    }
+
+    /// `drain`, unless another thread is draining right now: the reader thread then leaves the
+    /// pipe to it rather than queueing behind it, and polls again.
+    pub(crate) fn try_drain(&self) -> Option<(usize, bool)> {
+        match self.state.try_lock() {
+            Ok(mut state) => Some(Self::drain_locked(&mut state, None)),
+            Err(std::sync::TryLockError::Poisoned(poisoned)) => {
+                Some(Self::drain_locked(&mut poisoned.into_inner(), None))
+            }
+            Err(std::sync::TryLockError::WouldBlock) => None,
+        }
+    }
+
+    /// Bytes handed over by a newer channel (see the module docs), as if read from this pipe.
+    fn take_in(&self, data: &[u8]) {
+        let added = self.lock().accept(data);
+        if added {
+            self.notify();
+        }
+    }
+
+    /// Whether this channel sends bytes to `other` (tee copies, or late output).
+    pub(crate) fn sends_to(&self, other: &Arc<Channel>) -> bool {
+        let state = self.lock();
+        state
+            .forward
+            .iter()
+            .chain(state.late.as_ref())
+            .any(|target| matches!(target, Forward::Channel { to, .. } if Arc::ptr_eq(to, other)))
+    }
+
+    /// Take exactly what the pipe holds now and send it on (delivery is notified).
+    pub(crate) fn drain_held(&self) {
+        let mut state = self.lock();
+        let held = state
+            .read
+            .as_ref()
+            .map_or(0, |read| sys::bytes_available(read.as_raw_fd()));
+        let (added, _) = Self::drain_locked(&mut state, Some(held));
+        drop(state);
+        if added > 0 {
+            self.notify();
+        }
+    }
+
+    /// Tell whoever delivers this channel's bytes that some were added (with no lock held).
+    pub(crate) fn notify(&self) {
+        (self.notify)();
+    }
+
+    fn drain_locked(state: &mut State, limit: Option<usize>) -> (usize, bool) {
+        let Some(read) = state.read.as_ref().map(AsRawFd::as_raw_fd) else {
+            return (0, true);
+        };
+        let before = state.pending.len();
+        let mut scratch = Vec::new();
+        let mut left = limit.unwrap_or(usize::MAX);
+        let mut eof = false;
+        for _ in 0..READS_PER_TURN {
+            if left == 0 {
+                break;
+            }
+            scratch.clear();
+            match read_append(read, &mut scratch, READ_CHUNK.min(left)) {
+                Ok(0) => {
+                    eof = true;
+                    break;
+                }
+                Ok(n) => {
+                    left -= n;
+                    state.accept(&scratch);
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(_) => {
+                    eof = true;
+                    break;
+                }
+            }
+        }
+        if eof {
+            // No writer is left: nothing more can come, so nothing more is sent on. Dropping
+            // the forward targets closes the write ends held into other channels' pipes.
+            state.read = None;
+            state.forward.clear();
+            state.late = None;
+        }
+        (state.pending.len() - before, eof)
+    }
+
+    /// The block has ended (its fd already restored): take exactly the bytes the pipe holds now
+    /// (never wait for EOF: a child may hold the write end forever), send them on, and return
+    /// everything not yet delivered. Later bytes go to `late` (see `reader::end`). Returns
+    /// (pending bytes, EOF reached).
+    pub(crate) fn end(&self, late: Option<Forward>) -> (Vec<u8>, bool) {
+        let mut state = self.lock();
+        let held = state
+            .read
+            .as_ref()
+            .map_or(0, |read| sys::bytes_available(read.as_raw_fd()));
+        let (_, mut eof) = Self::drain_locked(&mut state, Some(held));
+        let mut probe = Vec::new();
+        if !eof {
+            // No writer left (the usual case): EOF now, and the read end can go at once.
+            if let Some(read) = &state.read {
+                if let Ok(0) = read_append(read.as_raw_fd(), &mut probe, 1) {
+                    eof = true;
+                    state.read = None;
+                }
+            }
+        }
+        state.phase = Phase::Ended;
+        state.forward.clear();
+        if !eof {
+            state.late = late;
+        }
+        // A byte written after the block: late output.
+        state.accept(&probe);
+        (std::mem::take(&mut state.pending), eof)
+    }
+}
+
+/// `read(2)` up to `want` bytes, appended to `buf`.
+pub(crate) fn read_append(fd: RawFd, buf: &mut Vec<u8>, want: usize) -> io::Result<usize> {
+    buf.reserve(want);
+    let spare = buf.spare_capacity_mut();
+    // SAFETY: `spare` has room for at least `want` bytes; read writes at most that many.
+    let n = unsafe { libc::read(fd, spare.as_mut_ptr().cast(), want) };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: read initialised the first `n` bytes of the spare capacity.
+    unsafe { buf.set_len(buf.len() + n as usize) };
+    Ok(n as usize)
+}
+
+#[cfg(test)]
+impl Channel {
+    pub(crate) fn is_drained(&self) -> bool {
+        self.lock().read.is_none()
+    }
+}
