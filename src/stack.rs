@@ -206,6 +206,12 @@ pub fn exit(fd: RawFd, id: u64, keep_restored: bool) -> Result<Exited, Error> {
     })
 }
 
+/// Keep only the ids of entries that have not ended, on any fd.
+pub fn retain_active(ids: &mut Vec<u64>) {
+    let stacks = lock_stacks();
+    ids.retain(|id| stacks.0.iter().any(|s| s.entries.iter().any(|e| e.id == *id)));
+}
+
 /// Entries elsewhere that follow `fd`'s entry `id` (`2>&1` made while it was current) point at
 /// its sink, which is going away: point them at what `fd` is now.
 fn refollow(stacks: &mut Stacks, fd: RawFd, id: u64) -> Result<bool, Error> {

@@ -4,13 +4,18 @@
 //! Inside a block `sys.stdout` is a small write-through writer on fd 1 (one per fd, made once):
 //! no Python-side buffer, so `print` and flushed native output reach the fd in call order, also
 //! when `sys.stdout` was not fd 1 at all (a `StringIO`, pytest, a Jupyter kernel).
+//!
+//! `sys.__stdout__` (a buffered `TextIOWrapper` on fd 1 unless `PYTHONUNBUFFERED` is set) is made
+//! line-buffered while a block is open on its fd, so a complete line written to it reaches the fd
+//! at once, in order with flushed native output, instead of at the block's end.
 
 use std::os::fd::RawFd;
 use std::sync::Mutex;
 
+use pyo3::exceptions::PyException;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
-use pyo3::types::{PyBytes, PyMemoryView, PyModule, PyString};
+use pyo3::types::{PyBytes, PyDict, PyMemoryView, PyModule, PyString};
 use pyo3::{intern, IntoPyObjectExt};
 
 use super::errors::os_error;
@@ -28,24 +33,29 @@ pub struct FdWriter {
     encoding: Mutex<Option<String>>,
 }
 
-/// Per redirected fd: how many blocks are open, and the object `sys.<name>` was at the outermost.
+/// Per redirected fd: how many blocks are open, the object `sys.<name>` was at the outermost,
+/// and `sys.__<name>__` if the outermost enter made it line-buffered.
 struct Swap {
     depth: usize,
     original: Option<Py<PyAny>>,
+    line_buffered: Option<Py<PyAny>>,
 }
 
 static SWAPS: Mutex<[Swap; 2]> = Mutex::new([
     Swap {
         depth: 0,
         original: None,
+        line_buffered: None,
     },
     Swap {
         depth: 0,
         original: None,
+        line_buffered: None,
     },
 ]);
 static WRITERS: PyOnceLock<[Py<FdWriter>; 2]> = PyOnceLock::new();
 static SYS: PyOnceLock<Py<PyModule>> = PyOnceLock::new();
+static TEXT_IO_WRAPPER: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
 
 fn sys_module(py: Python<'_>) -> PyResult<&Bound<'_, PyModule>> {
     SYS.get_or_try_init(py, || Ok(py.import("sys")?.unbind()))
@@ -76,10 +86,24 @@ fn sys_name(py: Python<'_>, fd: RawFd) -> &Bound<'_, PyString> {
     }
 }
 
-/// Flush `sys.stdout`, `sys.stderr`, `sys.__stdout__`, `sys.__stderr__`. A stream that cannot
-/// flush (closed, broken) must not stop a redirect, so its error is dropped.
-pub fn flush_python(py: Python<'_>) {
-    let Ok(sys) = sys_module(py) else { return };
+fn dunder_name(py: Python<'_>, fd: RawFd) -> &Bound<'_, PyString> {
+    if fd == 1 {
+        intern!(py, "__stdout__")
+    } else {
+        intern!(py, "__stderr__")
+    }
+}
+
+/// Flush `sys.stdout`, `sys.stderr`, `sys.__stdout__`, `sys.__stderr__`.
+///
+/// A stream that cannot flush (closed, a broken pipe) must not stop a redirect: the redirect's
+/// job is to point the fd somewhere that works, and the stream reports its own fault at its next
+/// write, so an ordinary exception is dropped. Anything else (`KeyboardInterrupt`, `SystemExit`,
+/// raised by a Python stream's `flush` or a signal handler running inside it) must never be lost:
+/// the other streams are still flushed, then the first such exception is returned.
+pub fn flush_python(py: Python<'_>) -> PyResult<()> {
+    let Ok(sys) = sys_module(py) else { return Ok(()) };
+    let mut interrupted = None;
     let names = [
         intern!(py, "stdout"),
         intern!(py, "stderr"),
@@ -96,7 +120,51 @@ pub fn flush_python(py: Python<'_>) {
             continue;
         }
         flushed[i] = id;
-        let _ = stream.call_method0(intern!(py, "flush"));
+        if let Err(err) = stream.call_method0(intern!(py, "flush")) {
+            if !err.is_instance_of::<PyException>(py) && interrupted.is_none() {
+                interrupted = Some(err);
+            }
+        }
+    }
+    interrupted.map_or(Ok(()), Err)
+}
+
+/// At the outermost enter: make `sys.__<name>__` line-buffered if it is a buffered text stream on
+/// `fd` itself (its flush is then all native code), returning it so the exit can undo it.
+fn line_buffer_dunder(py: Python<'_>, sys: &Bound<'_, PyModule>, fd: RawFd) -> Option<Py<PyAny>> {
+    let wrapper = TEXT_IO_WRAPPER
+        .get_or_try_init(py, || {
+            Ok::<_, PyErr>(py.import("io")?.getattr("TextIOWrapper")?.unbind())
+        })
+        .ok()?;
+    let stream = sys.getattr(dunder_name(py, fd)).ok()?;
+    // Only the exact io class: a subclass's or a Python object's methods could do anything.
+    if !stream.get_type().is(wrapper.bind(py)) || stream.getattr("line_buffering").ok()?.is_truthy().ok()? {
+        return None;
+    }
+    if stream.call_method0("fileno").ok()?.extract::<RawFd>().ok()? != fd {
+        return None;
+    }
+    let kwargs = PyDict::new(py);
+    kwargs.set_item("line_buffering", true).ok()?;
+    stream.call_method("reconfigure", (), Some(&kwargs)).ok()?;
+    Some(stream.unbind())
+}
+
+/// At the outermost exit: undo `line_buffer_dunder`, unless the user reconfigured it meanwhile.
+fn restore_dunder(py: Python<'_>, sys: &Bound<'_, PyModule>, fd: RawFd, stream: &Py<PyAny>) {
+    let stream = stream.bind(py);
+    let current = sys.getattr(dunder_name(py, fd));
+    let unchanged = current.is_ok_and(|current| current.is(stream))
+        && stream
+            .getattr("line_buffering")
+            .and_then(|b| b.is_truthy())
+            .unwrap_or(false);
+    if unchanged {
+        let kwargs = PyDict::new(py);
+        if kwargs.set_item("line_buffering", false).is_ok() {
+            let _ = stream.call_method("reconfigure", (), Some(&kwargs));
+        }
     }
 }
 
@@ -107,14 +175,25 @@ pub fn activate(py: Python<'_>, fd: RawFd, encoding: Option<&str>) -> PyResult<O
     let writer = writer(py, fd)?;
     let sys = sys_module(py)?;
     let name = sys_name(py, fd);
-    {
+    let outermost = {
         let mut swaps = lock(py, &SWAPS);
         let swap = &mut swaps[(fd - 1) as usize];
-        if swap.depth == 0 {
+        let outermost = swap.depth == 0;
+        if outermost {
             swap.original = Some(sys.getattr(name)?.unbind());
             sys.setattr(name, writer)?;
         }
         swap.depth += 1;
+        outermost
+    };
+    // Outside the lock: reconfiguring flushes, which releases the GIL around the write.
+    if outermost {
+        if let Some(stream) = line_buffer_dunder(py, sys, fd) {
+            let previous = lock(py, &SWAPS)[(fd - 1) as usize].line_buffered.replace(stream);
+            if let Some(previous) = previous {
+                restore_dunder(py, sys, fd, &previous); // another thread's outermost block ended meanwhile
+            }
+        }
     }
     let encoding = encoding.filter(|e| !encoding_is(e, UTF8_NAMES)).map(str::to_owned);
     let mut current = lock(py, &writer.get().encoding);
@@ -135,6 +214,7 @@ pub fn deactivate(py: Python<'_>, fd: RawFd, previous_encoding: Option<String>) 
     if swap.depth > 0 {
         return;
     }
+    let line_buffered = swap.line_buffered.take();
     let Some(original) = swap.original.take() else {
         return;
     };
@@ -143,6 +223,9 @@ pub fn deactivate(py: Python<'_>, fd: RawFd, previous_encoding: Option<String>) 
         let _ = sys.setattr(name, &original);
     }
     drop(swaps);
+    if let Some(stream) = &line_buffered {
+        restore_dunder(py, sys, fd, stream);
+    }
     drop(original); // outside the lock: the last reference may run Python code
 }
 
