@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from conftest import run_ok
+from conftest import open_fds, run_ok
 from fdredirect import DEVNULL, redirect_stdout_fd
 from fdredirect.testing import c_write
 
@@ -179,6 +179,7 @@ def test_async_exit_stack_and_the_awaitables_of_async_with() -> None:
 
     assert asyncio.run(main()) == "through an exit stack"
 
+    fds, stdout = open_fds(), sys.stdout
     redirect = redirect_stdout_fd(DEVNULL)
     unawaited = redirect.__aenter__()
     del unawaited  # never awaited: nothing was entered
@@ -193,3 +194,10 @@ def test_async_exit_stack_and_the_awaitables_of_async_with() -> None:
 
     with pytest.raises(RuntimeError, match=r"^cannot reuse an already awaited fdredirect step$"):
         asyncio.run(twice())
+
+    async def exit_first() -> None:
+        await redirect.__aexit__(None, None, None)
+
+    with pytest.raises(RuntimeError, match=r"^__exit__ without a matching __enter__$"):
+        asyncio.run(exit_first())
+    assert (open_fds(), sys.stdout) == (fds, stdout)

@@ -92,31 +92,41 @@ impl Switched {
     }
 }
 
-/// The ids of the entries (of every instance) entered in the current execution context and not
-/// yet exited there. A thread id cannot tell asyncio tasks apart; each task runs in its own copy
-/// of the context, so two tasks sharing one instance each exit their own entry.
-static ENTERED: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+/// The ids of the entries (of every instance) entered in the current execution context: a
+/// `contextvars.ContextVar` holding a tuple. A thread id cannot tell asyncio tasks apart; each
+/// task runs in its own copy of the context, so two tasks sharing one instance each exit their own
+/// entry. An exit does not rewrite the tuple (one call less per block): ids of ended entries are
+/// skipped when matching and dropped at the next enter, so the tuple stays as deep as the nesting.
+struct EnteredVar {
+    get: Py<PyAny>,
+    set: Py<PyAny>,
+}
 
-fn entered_var(py: Python<'_>) -> PyResult<&Bound<'_, PyAny>> {
-    ENTERED
-        .get_or_try_init(py, || {
-            let default = PyDict::new(py);
-            default.set_item("default", PyTuple::empty(py))?;
-            let var = py.import("contextvars")?.getattr("ContextVar")?;
-            Ok(var.call(("fdredirect_entered",), Some(&default))?.unbind())
+static ENTERED: PyOnceLock<EnteredVar> = PyOnceLock::new();
+
+fn entered_var(py: Python<'_>) -> PyResult<&EnteredVar> {
+    ENTERED.get_or_try_init(py, || {
+        let default = PyDict::new(py);
+        default.set_item("default", PyTuple::empty(py))?;
+        let var = py.import("contextvars")?.getattr("ContextVar")?;
+        let var = var.call(("fdredirect_entered",), Some(&default))?;
+        Ok(EnteredVar {
+            get: var.getattr("get")?.unbind(),
+            set: var.getattr("set")?.unbind(),
         })
-        .map(|var| var.bind(py))
+    })
 }
 
-/// The ids entered in the current context, oldest first.
-fn entered_here(var: &Bound<'_, PyAny>) -> PyResult<Vec<u64>> {
-    var.call_method0(intern!(var.py(), "get"))?.extract()
-}
+impl EnteredVar {
+    /// The ids entered in the current context, oldest first (some may have ended).
+    fn here(&self, py: Python<'_>) -> PyResult<Vec<u64>> {
+        self.get.bind(py).call0()?.extract()
+    }
 
-fn set_entered_here(var: &Bound<'_, PyAny>, ids: &[u64]) -> PyResult<()> {
-    let py = var.py();
-    var.call_method1(intern!(py, "set"), (PyTuple::new(py, ids)?,))?;
-    Ok(())
+    fn set_here(&self, py: Python<'_>, ids: &[u64]) -> PyResult<()> {
+        self.set.bind(py).call1((PyTuple::new(py, ids)?,))?;
+        Ok(())
+    }
 }
 
 fn undo_switch(py: Python<'_>, fd: RawFd, id: u64) {
@@ -223,7 +233,11 @@ impl Redirect {
     pub fn enter(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
         // Made before the switch: only setting it can fail after.
         let var = entered_var(py)?;
-        let mut here = entered_here(var)?;
+        let mut here = var.here(py)?;
+        if !here.is_empty() {
+            // Attached: the stacks' lock is never held by a thread that waits for the GIL.
+            stack::retain_active(&mut here);
+        }
         let file_fd;
         let sink = match &self.plan {
             Plan::Capture => Some(Sink::Capture),
@@ -252,7 +266,7 @@ impl Redirect {
             Err(err) => return Err(switched.undo(py, fd, err)),
         };
         here.push(id);
-        if let Err(err) = set_entered_here(var, &here) {
+        if let Err(err) = var.set_here(py, &here) {
             deactivate(py, fd, previous_encoding);
             return Err(switched.undo(py, fd, err));
         }
@@ -277,8 +291,7 @@ impl Redirect {
     /// entered in one thread and resumed or collected in another), the instance's newest entry:
     /// an exit always ends a block, so the fd and `sys.stdout` always come back.
     pub fn exit(&self, py: Python<'_>) -> PyResult<bool> {
-        let var = entered_var(py)?;
-        let mut here = entered_here(var)?;
+        let here = entered_var(py)?.here(py)?;
         let active = {
             let mut entries = self.lock(py);
             let mine = here
@@ -294,14 +307,7 @@ impl Redirect {
         let interrupted = flush_python(py).err();
         let fd = self.fd;
         let piped = active.live.is_some() || active.tee.is_some();
-        let exited = py.detach(|| {
-            let exited = stack::exit(fd, active.id, piped);
-            // Also forgets entries ended in another context, so the list stays as deep as the nesting.
-            stack::retain_active(&mut here);
-            exited
-        });
-        // Only a MemoryError can fail this; an id left behind is skipped above, as it has ended.
-        let _ = set_entered_here(var, &here);
+        let exited = py.detach(|| stack::exit(fd, active.id, piped));
         deactivate(py, fd, active.previous_encoding);
         // Whatever the restore reported, the sinks are finished: nothing captured is left behind.
         let (inherited, restored, orphaned_followers, exit_error) = match exited {

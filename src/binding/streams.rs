@@ -55,7 +55,6 @@ static SWAPS: Mutex<[Swap; 2]> = Mutex::new([
 ]);
 static WRITERS: PyOnceLock<[Py<FdWriter>; 2]> = PyOnceLock::new();
 static SYS: PyOnceLock<Py<PyModule>> = PyOnceLock::new();
-static TEXT_IO_WRAPPER: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
 
 fn sys_module(py: Python<'_>) -> PyResult<&Bound<'_, PyModule>> {
     SYS.get_or_try_init(py, || Ok(py.import("sys")?.unbind()))
@@ -129,42 +128,97 @@ pub fn flush_python(py: Python<'_>) -> PyResult<()> {
     interrupted.map_or(Ok(()), Err)
 }
 
-/// At the outermost enter: make `sys.__<name>__` line-buffered if it is a buffered text stream on
-/// `fd` itself (its flush is then all native code), returning it so the exit can undo it.
-fn line_buffer_dunder(py: Python<'_>, sys: &Bound<'_, PyModule>, fd: RawFd) -> Option<Py<PyAny>> {
-    let wrapper = TEXT_IO_WRAPPER
+/// A `sys.__<name>__` examined, and whether it keeps written text in a buffer.
+type Examined = Option<(Py<PyAny>, bool)>;
+
+/// Per fd: the last stream examined.
+static EXAMINED: Mutex<[Examined; 2]> = Mutex::new([None, None]);
+static IO_TYPES: PyOnceLock<[Py<PyAny>; 2]> = PyOnceLock::new();
+/// `reconfigure` keyword arguments, made once: `line_buffering=False`, `line_buffering=True`.
+static LINE_BUFFERING: PyOnceLock<[Py<PyDict>; 2]> = PyOnceLock::new();
+
+fn line_buffering_kwargs(py: Python<'_>, on: bool) -> Option<&Bound<'_, PyDict>> {
+    let kwargs = LINE_BUFFERING
         .get_or_try_init(py, || {
-            Ok::<_, PyErr>(py.import("io")?.getattr("TextIOWrapper")?.unbind())
+            let make = |on: bool| {
+                let kwargs = PyDict::new(py);
+                kwargs.set_item(intern!(py, "line_buffering"), on)?;
+                Ok::<_, PyErr>(kwargs.unbind())
+            };
+            Ok::<_, PyErr>([make(false)?, make(true)?])
         })
         .ok()?;
+    Some(kwargs[usize::from(on)].bind(py))
+}
+
+/// Whether `stream` is a buffered `io.TextIOWrapper` on `fd` itself: the exact io class (whose
+/// flush is all native code; a subclass's or a Python object's methods could do anything), and
+/// not already unbuffered (`PYTHONUNBUFFERED`: write-through onto a raw `FileIO`).
+fn buffers_on_fd(py: Python<'_>, stream: &Bound<'_, PyAny>, fd: RawFd) -> Option<bool> {
+    let [text_io_wrapper, file_io] = IO_TYPES
+        .get_or_try_init(py, || {
+            let io = py.import("io")?;
+            Ok::<_, PyErr>([io.getattr("TextIOWrapper")?.unbind(), io.getattr("FileIO")?.unbind()])
+        })
+        .ok()?;
+    if !stream.get_type().is(text_io_wrapper.bind(py)) {
+        return Some(false);
+    }
+    if stream
+        .call_method0(intern!(py, "fileno"))
+        .ok()?
+        .extract::<RawFd>()
+        .ok()?
+        != fd
+    {
+        return Some(false);
+    }
+    let write_through = stream.getattr(intern!(py, "write_through")).ok()?.is_truthy().ok()?;
+    let raw = stream
+        .getattr(intern!(py, "buffer"))
+        .ok()?
+        .get_type()
+        .is(file_io.bind(py));
+    Some(!(write_through && raw))
+}
+
+/// At the outermost enter: make `sys.__<name>__` line-buffered if it buffers text written to
+/// `fd`, returning it so the exit can undo it. The examination is cached per stream object: this
+/// runs at every outermost enter.
+fn line_buffer_dunder(py: Python<'_>, sys: &Bound<'_, PyModule>, fd: RawFd) -> Option<Py<PyAny>> {
     let stream = sys.getattr(dunder_name(py, fd)).ok()?;
-    // Only the exact io class: a subclass's or a Python object's methods could do anything.
-    if !stream.get_type().is(wrapper.bind(py)) || stream.getattr("line_buffering").ok()?.is_truthy().ok()? {
+    let index = (fd - 1) as usize;
+    let cached = match &lock(py, &EXAMINED)[index] {
+        Some((seen, buffers)) if seen.is(&stream) => Some(*buffers),
+        _ => None,
+    };
+    let buffers = if let Some(buffers) = cached {
+        buffers
+    } else {
+        let buffers = buffers_on_fd(py, &stream, fd)?;
+        let replaced = lock(py, &EXAMINED)[index].replace((stream.clone().unbind(), buffers));
+        drop(replaced); // outside the lock: the last reference may run Python code
+        buffers
+    };
+    if !buffers || stream.getattr(intern!(py, "line_buffering")).ok()?.is_truthy().ok()? {
         return None;
     }
-    if stream.call_method0("fileno").ok()?.extract::<RawFd>().ok()? != fd {
-        return None;
-    }
-    let kwargs = PyDict::new(py);
-    kwargs.set_item("line_buffering", true).ok()?;
-    stream.call_method("reconfigure", (), Some(&kwargs)).ok()?;
+    stream
+        .call_method(intern!(py, "reconfigure"), (), Some(line_buffering_kwargs(py, true)?))
+        .ok()?;
     Some(stream.unbind())
 }
 
-/// At the outermost exit: undo `line_buffer_dunder`, unless the user reconfigured it meanwhile.
-fn restore_dunder(py: Python<'_>, sys: &Bound<'_, PyModule>, fd: RawFd, stream: &Py<PyAny>) {
+/// At the outermost exit: undo `line_buffer_dunder` on the stream it changed, unless the user
+/// reconfigured that stream meanwhile (it is no longer line-buffered: nothing to undo).
+fn restore_dunder(py: Python<'_>, stream: &Py<PyAny>) {
     let stream = stream.bind(py);
-    let current = sys.getattr(dunder_name(py, fd));
-    let unchanged = current.is_ok_and(|current| current.is(stream))
-        && stream
-            .getattr("line_buffering")
-            .and_then(|b| b.is_truthy())
-            .unwrap_or(false);
-    if unchanged {
-        let kwargs = PyDict::new(py);
-        if kwargs.set_item("line_buffering", false).is_ok() {
-            let _ = stream.call_method("reconfigure", (), Some(&kwargs));
-        }
+    let still = stream
+        .getattr(intern!(py, "line_buffering"))
+        .and_then(|b| b.is_truthy())
+        .unwrap_or(false);
+    if let (true, Some(kwargs)) = (still, line_buffering_kwargs(py, false)) {
+        let _ = stream.call_method(intern!(py, "reconfigure"), (), Some(kwargs));
     }
 }
 
@@ -191,7 +245,7 @@ pub fn activate(py: Python<'_>, fd: RawFd, encoding: Option<&str>) -> PyResult<O
         if let Some(stream) = line_buffer_dunder(py, sys, fd) {
             let previous = lock(py, &SWAPS)[(fd - 1) as usize].line_buffered.replace(stream);
             if let Some(previous) = previous {
-                restore_dunder(py, sys, fd, &previous); // another thread's outermost block ended meanwhile
+                restore_dunder(py, &previous); // another thread's outermost block ended meanwhile
             }
         }
     }
@@ -224,7 +278,7 @@ pub fn deactivate(py: Python<'_>, fd: RawFd, previous_encoding: Option<String>) 
     }
     drop(swaps);
     if let Some(stream) = &line_buffered {
-        restore_dunder(py, sys, fd, stream);
+        restore_dunder(py, stream);
     }
     drop(original); // outside the lock: the last reference may run Python code
 }
