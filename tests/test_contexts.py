@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import sys
+import threading
+from collections.abc import Iterator
 
 import pytest
 
@@ -201,3 +204,21 @@ def test_async_exit_stack_and_the_awaitables_of_async_with() -> None:
     with pytest.raises(RuntimeError, match=r"^__exit__ without a matching __enter__$"):
         asyncio.run(exit_first())
     assert (open_fds(), sys.stdout) == (fds, stdout)
+
+
+def test_the_record_of_blocks_entered_here_stays_as_deep_as_the_nesting() -> None:
+    # Blocks ended in another thread leave their id in this context's record; the next enter
+    # here drops them, so the record never grows with the number of blocks.
+    def gen() -> Iterator[None]:
+        with redirect_stdout_fd(DEVNULL):
+            yield
+
+    for _ in range(50):
+        suspended = gen()
+        next(suspended)
+        thread = threading.Thread(target=suspended.close)
+        thread.start()
+        thread.join()
+    with redirect_stdout_fd(DEVNULL), redirect_stdout_fd(DEVNULL):
+        record = next(v for k, v in contextvars.copy_context().items() if k.name == "fdredirect_entered")
+        assert len(record) == 2

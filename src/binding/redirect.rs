@@ -235,8 +235,7 @@ impl Redirect {
         let var = entered_var(py)?;
         let mut here = var.here(py)?;
         if !here.is_empty() {
-            // Attached: the stacks' lock is never held by a thread that waits for the GIL.
-            stack::retain_active(&mut here);
+            stack::retain_active(&mut here); // never waits, so it may run holding the GIL
         }
         let file_fd;
         let sink = match &self.plan {
