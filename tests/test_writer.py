@@ -76,16 +76,17 @@ def test_writer_encoding_follows_the_innermost_block() -> None:
     assert outer.getbytes() == b"\xe9\n"
 
 
+@pytest.mark.parametrize("target", ["None", "io.StringIO()"])
 @pytest.mark.parametrize("when", ["enter", "exit"])
 @pytest.mark.parametrize("raised", ["KeyboardInterrupt", "SystemExit", "ValueError"])
-def test_an_interrupt_raised_by_a_python_stream_flush_is_never_lost(when: str, raised: str) -> None:
+def test_an_interrupt_raised_by_a_python_stream_flush_is_never_lost(target: str, when: str, raised: str) -> None:
     # sys.stderr is a Python object (pytest, Jupyter): its flush() runs at every switch of fd 1.
     # An interrupt is raised after the switch is complete (at enter: nothing was switched; at exit:
     # everything is restored and the capture finished). An ordinary exception of a broken stream
     # is ignored: the redirect itself works, and the stream's next write reports the fault.
     child = run_ok(
         f"""
-import os, sys
+import io, os, sys
 from fdredirect import redirect_stdout_fd
 from fdredirect.testing import c_write
 
@@ -98,12 +99,14 @@ class Stream:
             self.armed = False
             raise {raised}("from flush")
 
+with redirect_stdout_fd({target}):  # the reader threads, if any, exist before counting
+    pass
 original, fds = sys.stdout, sorted(os.listdir("/proc/self/fd"))
 sys.stderr = stream = Stream()
 stream.armed = {when == "enter"}
 raised = out = None
 try:
-    with redirect_stdout_fd() as out:
+    with redirect_stdout_fd({target}) as out:
         c_write(1, "inside\\n")
         stream.armed = {when == "exit"}
 except BaseException as e:
