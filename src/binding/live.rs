@@ -280,6 +280,14 @@ fn decode<'py>(
     Ok(decoded.cast_into::<PyString>()?)
 }
 
+/// For the fork handler (`crate::fork`): the delivery thread and the reader hold `ACTIVE` and
+/// `QUEUE` without the GIL, so `os.fork()` can happen while one of them holds a lock that a child
+/// needs to leave an inherited block or to start a live block of its own. Never held while waiting
+/// for anything else, so taking them before a fork cannot deadlock.
+pub fn hold_for_fork() -> Vec<Box<dyn std::any::Any>> {
+    vec![Box::new(lock_briefly(&ACTIVE)), Box::new(lock_briefly(&QUEUE))]
+}
+
 /// Live blocks still open, for shutdown.
 static ACTIVE: Mutex<Vec<Arc<Live>>> = Mutex::new(Vec::new());
 
@@ -436,6 +444,11 @@ pub fn shutdown(py: Python<'_>) {
     // The GIL stays held throughout, so the delivery thread cannot start another delivery.
     for live in open.iter().rev() {
         let _ = crate::stack::exit(live.fd, live.entry.load(Ordering::Acquire), false);
+        if live.generation != crate::stack::generation() {
+            // A forked child exiting inside its parent's block: the pipe and its pending bytes
+            // are the parent's (and its lock may be held by the parent's reader): fds only.
+            continue;
+        }
         let original = super::lock(py, &live.original).take();
         let late = original
             .as_ref()
