@@ -50,8 +50,8 @@ extern "C" fn child() {
 /// Register the fork handlers, once per process. `hold_more` takes the binding's locks that
 /// threads hold without the GIL.
 pub fn install_handlers(hold_more: HoldMore) {
-    let _ = HOLD_MORE.set(hold_more);
     static ONCE: Once = Once::new();
+    let _ = HOLD_MORE.set(hold_more);
     ONCE.call_once(|| {
         // SAFETY: the handlers are plain functions that live for the whole process.
         unsafe { libc::pthread_atfork(Some(prepare), Some(parent), Some(child)) };
