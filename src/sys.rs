@@ -107,6 +107,17 @@ pub fn open_devnull() -> io::Result<OwnedFd> {
     lift_above_stdio(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
+/// How many names the file behind `fd` has: 0 once it was removed.
+pub fn link_count(fd: RawFd) -> io::Result<u64> {
+    let mut stat = std::mem::MaybeUninit::<libc::stat>::uninit();
+    // SAFETY: fstat fills `stat` on success.
+    if unsafe { libc::fstat(fd, stat.as_mut_ptr()) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: fstat succeeded, so `stat` is initialised.
+    Ok(unsafe { stat.assume_init() }.st_nlink)
+}
+
 pub fn isatty(fd: RawFd) -> bool {
     // SAFETY: isatty only queries `fd`.
     unsafe { libc::isatty(fd) == 1 }

@@ -5,6 +5,7 @@
 
 use std::ffi::CString;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::unix::ffi::OsStrExt;
 use std::sync::{Arc, Mutex};
 use std::thread::ThreadId;
 
@@ -14,9 +15,10 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyTuple};
 
 use super::captured::Captured;
-use super::errors::{io_error, to_pyerr};
+use super::errors::{io_error, removed_file_error, to_pyerr};
 use super::live::{Live, Mode};
 use super::streams::{activate, deactivate, flush_python};
+use crate::error::Subject;
 use crate::reader::{self, Channel};
 use crate::stack::{self, Sink};
 use crate::{capture, sys};
@@ -53,6 +55,8 @@ struct Active {
     live: Option<Arc<Live>>,
     /// A tee's channel (for a live target, the channel is the `Live`'s).
     tee: Option<Arc<Channel>>,
+    /// A path target's file, checked at exit (removed meanwhile?).
+    file: Option<OwnedFd>,
     previous_encoding: Option<String>,
 }
 
@@ -73,6 +77,7 @@ struct Switched {
     captured: Option<Py<Captured>>,
     live: Option<Arc<Live>>,
     tee: Option<Arc<Channel>>,
+    file: Option<OwnedFd>,
 }
 
 impl Switched {
@@ -187,7 +192,11 @@ impl Redirect {
         };
         let thread = std::thread::current().id();
         let Switched {
-            captured, live, tee, ..
+            captured,
+            live,
+            tee,
+            file,
+            ..
         } = switched;
         self.lock(py).push(Active {
             thread,
@@ -195,6 +204,7 @@ impl Redirect {
             captured,
             live,
             tee,
+            file,
             previous_encoding,
         });
         Ok(returned)
@@ -218,9 +228,9 @@ impl Redirect {
         let exited = py.detach(|| stack::exit(fd, active.id, piped));
         deactivate(py, fd, active.previous_encoding);
         // Whatever the restore reported, the sinks are finished: nothing captured is left behind.
-        let (inherited, restored, orphaned_followers, exit_error) = match exited {
-            Ok(e) => (e.inherited, e.restored, e.orphaned_followers, None),
-            Err(err) => (false, None, false, Some(to_pyerr(err))),
+        let (inherited, restored, orphaned_followers, flush_error, exit_error) = match exited {
+            Ok(e) => (e.inherited, e.restored, e.orphaned_followers, e.flush_error, None),
+            Err(err) => (false, None, false, None, Some(to_pyerr(err))),
         };
         let mut delivery_error = None;
         if let Some(live) = &active.live {
@@ -236,7 +246,12 @@ impl Redirect {
             Some(captured) => captured.get().finish(py, inherited).err(),
             None => None,
         };
-        if let Some(err) = exit_error.or(delivery_error).or(finish_error) {
+        let sink_error = if inherited {
+            None
+        } else {
+            self.sink_error(flush_error, active.file.as_ref())
+        };
+        if let Some(err) = exit_error.or(delivery_error).or(finish_error).or(sink_error) {
             return Err(err);
         }
         if orphaned_followers {
@@ -266,6 +281,25 @@ impl Redirect {
         super::lock(py, &self.active)
     }
 
+    /// What went wrong with the sink that the block's writers could not have seen: libc's buffer
+    /// failed to reach it at exit (a full disk), or the path was removed while the block wrote
+    /// to it (its output went to a file nobody can open any more).
+    fn sink_error(&self, flush_error: Option<std::io::Error>, file: Option<&OwnedFd>) -> Option<PyErr> {
+        let path = match &self.plan {
+            Plan::Path(path) => Some(std::path::PathBuf::from(std::ffi::OsStr::from_bytes(path.as_bytes()))),
+            _ => None,
+        };
+        if let Some(err) = flush_error {
+            let subject = path.map_or(Subject::Nothing, Subject::Path);
+            return Some(to_pyerr(crate::error::Error::os(err, subject)));
+        }
+        let removed = file.is_some_and(|file| sys::link_count(file.as_raw_fd()).is_ok_and(|links| links == 0));
+        match (removed, path) {
+            (true, Some(path)) => Some(removed_file_error(path)),
+            _ => None,
+        }
+    }
+
     fn new_captured(&self, py: Python<'_>, memfd: OwnedFd) -> PyResult<Py<Captured>> {
         Py::new(py, Captured::new(memfd, self.encoding.clone(), self.errors.clone()))
     }
@@ -275,7 +309,11 @@ impl Redirect {
         let fd = self.fd;
         let entered = py.detach(|| stack::enter(fd, sink, false)).map_err(to_pyerr)?;
         let id = entered.id;
-        let captured = match entered.capture.map(|memfd| self.new_captured(py, memfd)).transpose() {
+        let (memfd, file) = match sink {
+            Sink::Path(_) => (None, entered.capture),
+            _ => (entered.capture, None),
+        };
+        let captured = match memfd.map(|memfd| self.new_captured(py, memfd)).transpose() {
             Ok(captured) => captured,
             Err(err) => {
                 undo_switch(py, fd, id);
@@ -287,6 +325,7 @@ impl Redirect {
             captured,
             live: None,
             tee: None,
+            file,
         })
     }
 
@@ -345,6 +384,7 @@ impl Redirect {
                     captured: None,
                     live: live.clone(),
                     tee: live.is_none().then(|| Arc::clone(&channel)),
+                    file: None,
                 };
                 return Err(switched.undo(py, fd, err));
             }
@@ -357,6 +397,7 @@ impl Redirect {
             captured,
             tee: live.is_none().then_some(channel),
             live,
+            file: None,
         })
     }
 }
