@@ -107,9 +107,10 @@ fn tee_original(channel: &Channel, tee: bool, original: Option<&OwnedFd>) -> std
     Ok(())
 }
 
-/// A tee block has ended: forward what the pipe holds, and stop serving it once it is drained.
-fn end_tee(py: Python<'_>, channel: &Arc<Channel>, late: Option<OwnedFd>) {
-    py.detach(|| reader::end(channel, late));
+/// A tee block (or a piped capture) has ended: forward what the pipe holds, and stop serving it
+/// once it is drained. Returns what a piped capture's pipe still held.
+fn end_tee(py: Python<'_>, channel: &Arc<Channel>, late: Option<OwnedFd>) -> Vec<u8> {
+    py.detach(|| reader::end(channel, late))
 }
 
 #[pymethods]
@@ -176,9 +177,11 @@ impl Redirect {
             Plan::Live(_) => None,
         };
         flush_python(py);
+        // A memory file cannot grow past RLIMIT_FSIZE: capture through a pipe (see `Captured`).
+        let in_memory = matches!(self.plan, Plan::Capture) && sys::file_size_limited();
         let switched = match (&sink, &self.plan) {
-            (Some(sink), _) if !self.tee => self.switch_direct(py, sink)?,
-            (_, plan) => self.switch_to_pipe(py, sink.as_ref(), plan)?,
+            (Some(sink), _) if !self.tee && !in_memory => self.switch_direct(py, sink)?,
+            (_, plan) => self.switch_to_pipe(py, sink.as_ref(), plan, in_memory)?,
         };
         let fd = self.fd;
         let id = switched.id;
@@ -233,6 +236,7 @@ impl Redirect {
             Err(err) => (false, None, false, None, Some(to_pyerr(err))),
         };
         let mut delivery_error = None;
+        let mut rest = Vec::new();
         if let Some(live) = &active.live {
             if inherited {
                 live.forget(py); // a forked child leaving its parent's block: the sinks are the parent's
@@ -240,10 +244,11 @@ impl Redirect {
                 delivery_error = live.end(py, restored).err();
             }
         } else if let (Some(channel), false) = (&active.tee, inherited) {
-            end_tee(py, channel, restored);
+            // Late output of a capture is dropped, piped or not; a tee's goes to the original.
+            rest = end_tee(py, channel, restored.filter(|_| self.tee));
         }
         let finish_error = match &active.captured {
-            Some(captured) => captured.get().finish(py, inherited).err(),
+            Some(captured) => captured.get().finish(py, inherited, &rest).err(),
             None => None,
         };
         let sink_error = if inherited {
@@ -331,12 +336,21 @@ impl Redirect {
 
     /// Point the fd at a pipe the reader drains: for live targets, and for `tee` with any target
     /// (the reader writes each byte to the target's fd and to the original destination).
-    fn switch_to_pipe(&self, py: Python<'_>, sink: Option<&Sink<'_>>, plan: &Plan) -> PyResult<Switched> {
+    /// With `in_memory` (a capture only), the reader keeps the bytes in memory instead of writing
+    /// them to a memory file.
+    fn switch_to_pipe(
+        &self,
+        py: Python<'_>,
+        sink: Option<&Sink<'_>>,
+        plan: &Plan,
+        in_memory: bool,
+    ) -> PyResult<Switched> {
         let fd = self.fd;
         let (read, write) = reader::pipe().map_err(io_error)?;
         let mut forward = Vec::new();
         let mut memfd = None;
         match sink {
+            Some(Sink::Capture) if in_memory => {}
             Some(Sink::Capture) => {
                 let file = capture::create().map_err(io_error)?;
                 forward.push(sys::dup_above_stdio(file.as_raw_fd()).map_err(io_error)?);
@@ -353,7 +367,7 @@ impl Redirect {
             let channel = Arc::clone(live.channel());
             (Some(live), channel)
         } else {
-            (None, Arc::new(Channel::new(read, forward, false, Box::new(|| {}))))
+            (None, Arc::new(Channel::new(read, forward, in_memory, Box::new(|| {}))))
         };
         // The switch and the reader's registration happen back to back without the GIL: once the
         // fd points at the pipe, another thread holding the GIL may write more than a pipe holds,
@@ -376,7 +390,13 @@ impl Redirect {
             .map_err(to_pyerr)?;
         drop(write); // fd itself is now the only write end in this process
         let id = entered.id;
-        let captured = match memfd.map(|memfd| self.new_captured(py, memfd)).transpose() {
+        let captured = if in_memory {
+            let piped = Captured::piped(Arc::clone(&channel), self.encoding.clone(), self.errors.clone());
+            Py::new(py, piped).map(Some)
+        } else {
+            memfd.map(|memfd| self.new_captured(py, memfd)).transpose()
+        };
+        let captured = match captured {
             Ok(captured) => captured,
             Err(err) => {
                 let switched = Switched {
