@@ -200,8 +200,14 @@ impl Live {
         bytes.extend(extra);
         // Uncontended: only the holder of `busy` touches `delivery`.
         let mut delivery = super::lock(py, &self.delivery);
-        if delivery.error.is_none() {
-            if let Err(err) = self.send(py, &mut delivery, &bytes, last) {
+        // In bounded pieces: the bytes/str objects made for the target (and the decoder's copy)
+        // then stay small however far the target fell behind, instead of adding 2-3x the backlog.
+        let pieces = bytes.len().div_ceil(DELIVERY_PIECE).max(1);
+        for (index, piece) in bytes.chunks(DELIVERY_PIECE).chain([&[][..]]).take(pieces).enumerate() {
+            if delivery.error.is_some() {
+                break;
+            }
+            if let Err(err) = self.send(py, &mut delivery, piece, last && index + 1 == pieces) {
                 delivery.error = Some(err);
             }
         }
@@ -287,6 +293,9 @@ fn decode<'py>(
 pub fn hold_for_fork() -> Vec<Box<dyn std::any::Any>> {
     vec![Box::new(lock_briefly(&ACTIVE)), Box::new(lock_briefly(&QUEUE))]
 }
+
+/// The most bytes handed to a target in one call (before decoding).
+const DELIVERY_PIECE: usize = 1 << 20;
 
 /// Live blocks still open, for shutdown.
 static ACTIVE: Mutex<Vec<Arc<Live>>> = Mutex::new(Vec::new());
