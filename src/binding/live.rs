@@ -389,35 +389,49 @@ fn take_queued() -> Option<Vec<Arc<Live>>> {
 /// are ready. Returns the blocks that now have bytes to deliver, and how many bytes were read.
 fn poll_live_pipes(wake: &OwnedFd) -> (Vec<Arc<Live>>, usize) {
     let generation = crate::stack::generation();
-    let watched: Vec<Arc<Live>> = lock_briefly(&ACTIVE)
+    // Only the channels while detached: a `Live` held here could become the last reference when
+    // its block ends, and dropping it without the GIL queues its Python objects in PyO3's pool,
+    // under a lock that a `fork()` at that moment would leave held in the child.
+    let watched: Vec<Arc<Channel>> = lock_briefly(&ACTIVE)
         .iter()
         .filter(|live| live.generation == generation)
-        .cloned()
+        .map(|live| Arc::clone(&live.channel))
         .collect();
     let mut polled = vec![wake.as_raw_fd()];
     let mut served = Vec::with_capacity(watched.len());
-    for live in &watched {
-        if let Some(fd) = live.channel.read_fd() {
+    for channel in &watched {
+        if let Some(fd) = channel.read_fd() {
             polled.push(fd);
-            served.push(live);
+            served.push(channel);
         }
     }
     let ready = sys::wait_readable(&polled);
     if ready[0] {
         sys::discard_available(wake.as_raw_fd());
     }
-    let mut jobs = Vec::new();
+    let mut filled = Vec::new();
     let mut drained = 0;
-    for (live, _) in served.into_iter().zip(&ready[1..]).filter(|(_, &ready)| ready) {
-        let (added, eof) = live.channel.drain();
+    for (channel, _) in served.into_iter().zip(&ready[1..]).filter(|(_, &ready)| ready) {
+        let (added, eof) = channel.drain();
         if eof {
-            reader::unregister(&live.channel);
+            reader::unregister(channel);
         }
         if added > 0 {
             drained += added;
-            jobs.push(Arc::clone(live));
+            filled.push(channel);
         }
     }
+    // Handed back to the attached side, which drops them. A block that ended meanwhile is not
+    // there any more: its exit delivered what its pipe held.
+    let jobs = if filled.is_empty() {
+        Vec::new()
+    } else {
+        lock_briefly(&ACTIVE)
+            .iter()
+            .filter(|live| filled.iter().any(|channel| Arc::ptr_eq(channel, &live.channel)))
+            .cloned()
+            .collect()
+    };
     (jobs, drained)
 }
 
