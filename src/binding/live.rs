@@ -294,6 +294,9 @@ pub fn hold_for_fork() -> Vec<Box<dyn std::any::Any>> {
     vec![Box::new(lock_briefly(&ACTIVE)), Box::new(lock_briefly(&QUEUE))]
 }
 
+/// How long the exit handler waits for deliveries in progress to finish.
+const SHUTDOWN_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// The most bytes handed to a target in one call (before decoding).
 const DELIVERY_PIECE: usize = 1 << 20;
 
@@ -464,7 +467,29 @@ fn run(wake: &OwnedFd) {
 pub fn shutdown(py: Python<'_>) {
     SHUTTING_DOWN.store(true, Ordering::Release);
     let open: Vec<Arc<Live>> = std::mem::take(&mut *lock_briefly(&ACTIVE));
-    // The GIL stays held throughout, so the delivery thread cannot start another delivery.
+    // A delivery in progress holds the bytes it took from the pipe, and may have let go of the
+    // GIL (a Python target, a first `intern!`): let it hand them to the target, or they are lost
+    // when this thread takes them no further. Waited for detached (it needs the GIL), bounded (a
+    // target that never returns must not hang the exit); no new delivery starts (SHUTTING_DOWN).
+    let generation = crate::stack::generation();
+    py.detach(|| {
+        let deadline = std::time::Instant::now() + SHUTDOWN_WAIT;
+        for live in open.iter().filter(|live| live.generation == generation) {
+            let mut busy = lock_briefly(&live.busy);
+            while *busy {
+                let left = deadline.saturating_duration_since(std::time::Instant::now());
+                if left.is_zero() {
+                    break;
+                }
+                busy = live
+                    .idle
+                    .wait_timeout(busy, left)
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .0;
+            }
+        }
+    });
+    // From here the GIL stays held, so the delivery thread cannot start another delivery.
     for live in open.iter().rev() {
         let _ = crate::stack::exit(live.fd, live.entry.load(Ordering::Acquire), false);
         if live.generation != crate::stack::generation() {
