@@ -102,9 +102,12 @@ pub fn flush_native_checked(fd: RawFd) -> io::Result<()> {
     // SAFETY: as above.
     let err = unsafe { libc::fflush(stderr) };
     let err_error = io::Error::last_os_error();
+    // EINTR is not reported: Python code never sees InterruptedError (PEP 475), and a signal
+    // handler's exception, if any, is raised on its own.
+    let failed = |ret: libc::c_int, error: &io::Error| ret != 0 && error.kind() != io::ErrorKind::Interrupted;
     match fd {
-        1 if out != 0 => Err(out_error),
-        2 if err != 0 => Err(err_error),
+        1 if failed(out, &out_error) => Err(out_error),
+        2 if failed(err, &err_error) => Err(err_error),
         _ => Ok(()),
     }
 }
