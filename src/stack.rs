@@ -33,7 +33,8 @@ pub enum Sink<'a> {
 #[derive(Debug)]
 pub struct Entered {
     pub id: u64,
-    /// The memory file, for `Sink::Capture`.
+    /// The memory file, for `Sink::Capture`; the opened file, for `Sink::Path` (to check at exit
+    /// that it still exists).
     pub capture: Option<OwnedFd>,
     /// With `keep_original`: a copy of where the fd pointed before (for tee); `None` if it was closed.
     pub original: Option<OwnedFd>,
@@ -50,6 +51,8 @@ pub struct Exited {
     pub orphaned_followers: bool,
     /// With `keep_restored`: a copy of where the fd points now (for late output).
     pub restored: Option<OwnedFd>,
+    /// libc's buffer for the fd could not be written into the sink (a full disk, `EFBIG`).
+    pub flush_error: Option<std::io::Error>,
 }
 
 struct Entry {
@@ -166,15 +169,15 @@ pub fn enter(fd: RawFd, sink: &Sink<'_>, keep_original: bool) -> Result<Entered,
         saved,
         follows,
     });
-    // Only the memory file is kept: a path's or /dev/null's fd is now fd `fd` itself.
-    let capture = opened.filter(|_| matches!(sink, Sink::Capture));
+    // /dev/null's fd is now fd `fd` itself; the memory file is read back, a path checked.
+    let capture = opened.filter(|_| matches!(sink, Sink::Capture | Sink::Path(_)));
     Ok(Entered { id, capture, original })
 }
 
 /// Restore `fd` from the entry `id`. Never leaves a dead fd: the fd points where it did before
 /// the entry, or, when the entry is not the newest, the newer entry takes over its saved copy.
 pub fn exit(fd: RawFd, id: u64, keep_restored: bool) -> Result<Exited, Error> {
-    flush::flush_native();
+    let flush_error = flush::flush_native_checked(fd).err();
     let mut stacks = lock_stacks();
     let stack = stacks.stack(fd);
     let index = stack.iter().position(|e| e.id == id).ok_or(Error::NotActive)?;
@@ -203,6 +206,7 @@ pub fn exit(fd: RawFd, id: u64, keep_restored: bool) -> Result<Exited, Error> {
         inherited,
         orphaned_followers,
         restored,
+        flush_error,
     })
 }
 

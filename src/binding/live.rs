@@ -220,8 +220,14 @@ impl Live {
         bytes.extend(extra);
         // Uncontended: only the holder of `busy` touches `delivery`.
         let mut delivery = super::lock(py, &self.delivery);
-        if delivery.error.is_none() {
-            if let Err(err) = self.send(py, &mut delivery, &bytes, last) {
+        // In bounded pieces: the bytes/str objects made for the target (and the decoder's copy)
+        // then stay small however far the target fell behind, instead of adding 2-3x the backlog.
+        let pieces = bytes.len().div_ceil(DELIVERY_PIECE).max(1);
+        for (index, piece) in bytes.chunks(DELIVERY_PIECE).chain([&[][..]]).take(pieces).enumerate() {
+            if delivery.error.is_some() {
+                break;
+            }
+            if let Err(err) = self.send(py, &mut delivery, piece, last && index + 1 == pieces) {
                 delivery.error = Some(err);
             }
         }
@@ -300,6 +306,20 @@ fn decode<'py>(
     Ok(decoded.cast_into::<PyString>()?)
 }
 
+/// For the fork handler (`crate::fork`): the delivery thread and the reader hold `ACTIVE` and
+/// `QUEUE` without the GIL, so `os.fork()` can happen while one of them holds a lock that a child
+/// needs to leave an inherited block or to start a live block of its own. Never held while waiting
+/// for anything else, so taking them before a fork cannot deadlock.
+pub fn hold_for_fork() -> Vec<Box<dyn std::any::Any>> {
+    vec![Box::new(lock_briefly(&ACTIVE)), Box::new(lock_briefly(&QUEUE))]
+}
+
+/// How long the exit handler waits for deliveries in progress to finish.
+const SHUTDOWN_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// The most bytes handed to a target in one call (before decoding).
+const DELIVERY_PIECE: usize = 1 << 20;
+
 /// Live blocks still open, for shutdown.
 static ACTIVE: Mutex<Vec<Arc<Live>>> = Mutex::new(Vec::new());
 
@@ -316,8 +336,6 @@ static QUEUE: Mutex<Queue> = Mutex::new(Queue {
     jobs: VecDeque::new(),
 });
 static SHUTTING_DOWN: AtomicBool = AtomicBool::new(false);
-/// How long interpreter exit waits for a delivery in progress.
-const SHUTDOWN_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Start the delivery thread on first use, and again in a forked child (where the parent's
 /// thread does not exist).
@@ -394,35 +412,49 @@ fn take_queued() -> Option<Vec<Arc<Live>>> {
 /// are ready. Returns the blocks that now have bytes to deliver, and how many bytes were read.
 fn poll_live_pipes(wake: &OwnedFd) -> (Vec<Arc<Live>>, usize) {
     let generation = crate::stack::generation();
-    let watched: Vec<Arc<Live>> = lock_briefly(&ACTIVE)
+    // Only the channels while detached: a `Live` held here could become the last reference when
+    // its block ends, and dropping it without the GIL queues its Python objects in PyO3's pool,
+    // under a lock that a `fork()` at that moment would leave held in the child.
+    let watched: Vec<Arc<Channel>> = lock_briefly(&ACTIVE)
         .iter()
         .filter(|live| live.generation == generation)
-        .cloned()
+        .map(|live| Arc::clone(&live.channel))
         .collect();
     let mut polled = vec![wake.as_raw_fd()];
     let mut served = Vec::with_capacity(watched.len());
-    for live in &watched {
-        if let Some(fd) = live.channel.read_fd() {
+    for channel in &watched {
+        if let Some(fd) = channel.read_fd() {
             polled.push(fd);
-            served.push(live);
+            served.push(channel);
         }
     }
     let ready = sys::wait_readable(&polled);
     if ready[0] {
         sys::discard_available(wake.as_raw_fd());
     }
-    let mut jobs = Vec::new();
+    let mut filled = Vec::new();
     let mut drained = 0;
-    for (live, _) in served.into_iter().zip(&ready[1..]).filter(|(_, &ready)| ready) {
-        let (added, eof) = live.channel.drain();
+    for (channel, _) in served.into_iter().zip(&ready[1..]).filter(|(_, &ready)| ready) {
+        let (added, eof) = channel.drain();
         if eof {
-            reader::unregister(&live.channel);
+            reader::unregister(channel);
         }
         if added > 0 {
             drained += added;
-            jobs.push(Arc::clone(live));
+            filled.push(channel);
         }
     }
+    // Handed back to the attached side, which drops them. A block that ended meanwhile is not
+    // there any more: its exit delivered what its pipe held.
+    let jobs = if filled.is_empty() {
+        Vec::new()
+    } else {
+        lock_briefly(&ACTIVE)
+            .iter()
+            .filter(|live| filled.iter().any(|channel| Arc::ptr_eq(channel, &live.channel)))
+            .cloned()
+            .collect()
+    };
     (jobs, drained)
 }
 
@@ -456,12 +488,20 @@ pub fn shutdown(py: Python<'_>) {
     SHUTTING_DOWN.store(true, Ordering::Release);
     let open: Vec<Arc<Live>> = std::mem::take(&mut *lock_briefly(&ACTIVE));
     for live in open.iter().rev() {
-        // A delivery in progress may have let go of the GIL (a target written in Python does,
-        // and so does PyO3's first use of an interned name): let it finish, so the bytes it
-        // holds reach the target, and keep the flag so that no other delivery begins. Bounded:
-        // a target that never returns must not hang the exit.
-        let _ = live.claim(py, Some(SHUTDOWN_WAIT));
+        let ours = live.generation == crate::stack::generation();
+        if ours {
+            // A delivery in progress may have let go of the GIL (a target written in Python
+            // does, and so does PyO3's first use of an interned name): let it finish, so the
+            // bytes it holds reach the target, and keep the flag so that no other delivery
+            // begins. Bounded: a target that never returns must not hang the exit.
+            let _ = live.claim(py, Some(SHUTDOWN_WAIT));
+        }
         let _ = crate::stack::exit(live.fd, live.entry.load(Ordering::Acquire), false);
+        if !ours {
+            // A forked child exiting inside its parent's block: the pipe and its pending bytes
+            // are the parent's (and its lock may be held by the parent's reader): fds only.
+            continue;
+        }
         let original = super::lock(py, &live.original).take();
         let late = original
             .as_ref()
