@@ -120,6 +120,9 @@ PYTHON_CELLS = [
     "import asyncio\nasync def later():\n    await asyncio.sleep(0.2)\n    print('from the task')\n"
     "task = asyncio.ensure_future(later())",
     "await asyncio.sleep(0.4)\nprint('after the task')",
+    "import pathlib, tempfile\nscript = pathlib.Path(tempfile.mkdtemp()) / 'script.ipy'\n"
+    "script.write_text('print(\"in the script\")\\n%time 1\\n')\nget_ipython().run_line_magic('run', str(script))",
+    "%rerun -l 1",
     "print(type(sys.stdout).__name__, type(sys.stderr).__name__)\nsys.stdout.write = sys.stdout.write",
     "print('end')",
 ]
@@ -130,13 +133,14 @@ def comparable(outputs: object) -> str:
     text = json.dumps(outputs)
     text = re.sub(r"\b[0-9a-f]{32}\b", "ID", text)
     text = re.sub(r"(at |0x)[0-9a-f]{6,16}", "ADDRESS", text)
-    return re.sub(r"[0-9.]+ (\\u03bc|\\u00b5|n|m)?s\b", "TIME", text)
+    return re.sub(r"[0-9][0-9.e+]* (\\u03bc|\\u00b5|n|m)?s\b", "TIME", text)
 
 
 def test_python_output_is_the_kernels(kernel_env: None) -> None:
     without = execute(["pass", *PYTHON_CELLS])
     with_extension = execute([SETUP, *PYTHON_CELLS])
     assert comparable(with_extension[0][1:]) == comparable(without[0][1:])
+    assert comparable(with_extension[0]).count("in the script\\nCPU times") == 2  # %run, then %rerun
     assert comparable(with_extension[1]) == comparable(without[1])
     assert with_extension[1] == [[{"output_type": "stream", "name": "stdout", "text": "x\ndecorated\n"}]]
 
@@ -151,7 +155,7 @@ def shown(data: str) -> dict[str, Any]:
 
 def test_native_output_at_each_synchronisation_point(kernel_env: None) -> None:
     (
-        (_setup, displays, result, failing, progress, capture, captured, context, widget, write, after),
+        (_setup, displays, result, failing, progress, capture, captured, context, widget, write, block, after),
         widgets,
     ) = execute(
         [
@@ -167,6 +171,8 @@ def test_native_output_at_each_synchronisation_point(kernel_env: None) -> None:
             "import ipywidgets\nout = ipywidgets.Output()\nwith out:\n    c_printf('to the widget\\n', flush=True)\n"
             "c_printf('to the cell\\n', flush=True);",
             "c_write(1, 'written '); print('then printed')",
+            "from fdredirect import redirect_stdout_fd\nwith redirect_stdout_fd() as block:\n"
+            "    print('py'); c_printf('c\\n')\nprint(repr(block.getvalue()))",
             "print('after')",
         ]
     )
@@ -189,6 +195,7 @@ def test_native_output_at_each_synchronisation_point(kernel_env: None) -> None:
     assert widgets == [[stream("stdout", "to the widget\n")]]
     assert widget == [stream("stdout", "to the cell\n")]
     assert write == [stream("stdout", "written then printed\n")]
+    assert block == [stream("stdout", "'py\\nc\\n'\n")]
     assert after == [stream("stdout", "after\n")]
 
 
