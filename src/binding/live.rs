@@ -227,13 +227,16 @@ impl Live {
     /// (the bytes of that call are lost) and does not end the block's delivery, unlike one in the
     /// delivery thread: in the calling thread it may be a `KeyboardInterrupt`. Inside a delivery
     /// (a target that writes to a synced stream) it does nothing, instead of waiting for itself.
-    pub fn sync(&self, py: Python<'_>, flush_target: bool) -> PyResult<()> {
+    /// `drained`: the caller has just drained the channel itself, without the GIL.
+    pub fn sync(&self, py: Python<'_>, flush_target: bool, drained: bool) -> PyResult<()> {
         if DELIVERING.with(Cell::get) || self.generation != crate::stack::generation() {
             return Ok(());
         }
         // One bounded drain: it takes all a pipe holds, and a writer in another thread that
         // keeps writing must not keep this caller here.
-        py.detach(|| self.channel.drain());
+        if !drained {
+            py.detach(|| self.channel.drain());
+        }
         self.take_busy(py);
         let bytes = self.channel.take_pending();
         let mut delivery = super::lock(py, &self.delivery);
@@ -324,7 +327,7 @@ pub fn sync_fd(py: Python<'_>, fd: RawFd) -> PyResult<()> {
         .collect();
     let mut first_error = None;
     for live in &open {
-        if let Err(err) = live.sync(py, true) {
+        if let Err(err) = live.sync(py, true, false) {
             first_error.get_or_insert(err);
         }
     }

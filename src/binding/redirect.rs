@@ -286,7 +286,6 @@ impl Redirect {
     /// fd so far to this redirect's live targets (in this thread, in order, after any delivery
     /// in progress) and to its tee destinations. A target's exception is raised here.
     fn sync(&self, py: Python<'_>) -> PyResult<()> {
-        py.detach(crate::flush::flush_native);
         let (lives, tees): (Vec<Arc<Live>>, Vec<Arc<Channel>>) = {
             let entries = self.lock(py);
             (
@@ -294,11 +293,15 @@ impl Redirect {
                 entries.iter().filter_map(|a| a.tee.clone()).collect(),
             )
         };
-        for channel in &tees {
-            py.detach(|| channel.drain()); // the reader forwards as it drains
-        }
+        // One GIL hand-off for all of it: this runs before every write of a synced stream.
+        py.detach(|| {
+            crate::flush::flush_native();
+            for channel in tees.iter().chain(lives.iter().map(|live| live.channel())) {
+                channel.drain(); // a tee's reader forwards as it drains
+            }
+        });
         for live in &lives {
-            live.sync(py, true)?;
+            live.sync(py, true, true)?;
         }
         Ok(())
     }
