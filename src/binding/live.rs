@@ -384,6 +384,8 @@ static QUEUE: Mutex<Queue> = Mutex::new(Queue {
     jobs: VecDeque::new(),
 });
 static SHUTTING_DOWN: AtomicBool = AtomicBool::new(false);
+/// How long interpreter shutdown waits for a delivery in progress.
+const SHUTDOWN_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Start the delivery thread on first use, and again in a forked child (where the parent's
 /// thread does not exist).
@@ -521,7 +523,16 @@ fn run(wake: &OwnedFd) {
 pub fn shutdown(py: Python<'_>) {
     SHUTTING_DOWN.store(true, Ordering::Release);
     let open: Vec<Arc<Live>> = std::mem::take(&mut *lock_briefly(&ACTIVE));
-    // The GIL stays held throughout, so the delivery thread cannot start another delivery.
+    // A delivery in progress has taken its bytes; its target may have let go of the GIL (which
+    // is how this thread got here). Let it finish, for a bounded time, or those bytes are lost.
+    py.detach(|| {
+        for live in &open {
+            let busy = lock_briefly(&live.busy);
+            let _ = live.idle.wait_timeout_while(busy, SHUTDOWN_WAIT, |busy| *busy);
+        }
+    });
+    // The GIL stays held from here on, and the delivery thread checks `SHUTTING_DOWN` before
+    // each delivery: it cannot start another one.
     for live in open.iter().rev() {
         let _ = crate::stack::exit(live.fd, live.entry.load(Ordering::Acquire), false);
         let original = super::lock(py, &live.original).take();
