@@ -74,7 +74,8 @@ class Redirect:
         swap_writer: bool = True,
     ) -> Self: ...
     def __enter__(self) -> Any:
-        """Flush, switch the fd, point ``sys.stdout``/``sys.stderr`` at the native writer.
+        """Flush, switch the fd, point ``sys.stdout``/``sys.stderr`` at the native writer (unless
+        ``swap_writer`` is false).
 
         Returns:
             A ``Captured`` for ``KIND_CAPTURE``, else ``target``.

@@ -302,6 +302,11 @@ thread_local! {
     static DELIVERING: Cell<bool> = const { Cell::new(false) };
 }
 
+/// Whether this thread is inside a target's call (see `DELIVERING`).
+pub fn delivering() -> bool {
+    DELIVERING.with(Cell::get)
+}
+
 /// Marks the current thread as delivering until dropped (also when the target raises).
 struct Delivering(bool);
 

@@ -286,6 +286,9 @@ impl Redirect {
     /// fd so far to this redirect's live targets (in this thread, in order, after any delivery
     /// in progress) and to its tee destinations. A target's exception is raised here.
     fn sync(&self, py: Python<'_>) -> PyResult<()> {
+        if super::live::delivering() {
+            return Ok(()); // a target writing to a synced stream: nothing to wait for
+        }
         let (lives, tees): (Vec<Arc<Live>>, Vec<Arc<Channel>>) = {
             let entries = self.lock(py);
             (
