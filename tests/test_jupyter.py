@@ -155,7 +155,7 @@ def shown(data: str) -> dict[str, Any]:
 
 def test_native_output_at_each_synchronisation_point(kernel_env: None) -> None:
     (
-        (_setup, displays, result, failing, progress, capture, captured, context, widget, write, block, after),
+        (_setup, displays, result, failing, progress, capture, captured, context, widget, write, block, real, after),
         widgets,
     ) = execute(
         [
@@ -173,6 +173,8 @@ def test_native_output_at_each_synchronisation_point(kernel_env: None) -> None:
             "c_write(1, 'written '); print('then printed')",
             "from fdredirect import redirect_stdout_fd\nwith redirect_stdout_fd() as block:\n"
             "    print('py'); c_printf('c\\n')\nprint(repr(block.getvalue()))",
+            "import sys\nkernel_stdout, sys.stdout = sys.stdout, sys.__stdout__\n"
+            "print('through fd 1', flush=True)\nc_write(1, 'native\\n')\nsys.stdout = kernel_stdout\nprint('back')",
             "print('after')",
         ]
     )
@@ -196,6 +198,9 @@ def test_native_output_at_each_synchronisation_point(kernel_env: None) -> None:
     assert widget == [stream("stdout", "to the cell\n")]
     assert write == [stream("stdout", "written then printed\n")]
     assert block == [stream("stdout", "'py\\nc\\n'\n")]
+    # sys.stdout set to the real fd 1, which leads back into the redirect: the kernel's stream
+    # takes that output instead of feeding it back forever.
+    assert real == [stream("stdout", "through fd 1\nnative\nback\n")]
     assert after == [stream("stdout", "after\n")]
 
 
