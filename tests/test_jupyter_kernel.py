@@ -29,11 +29,19 @@ class Kernel:
         env.pop("PYTHONUNBUFFERED", None)
         if unbuffered:
             env["PYTHONUNBUFFERED"] = "1"
-        self.manager, self.client = jupyter_client.manager.start_new_kernel(
-            startup_timeout=30, kernel_name="python3", env=env
-        )
+        for attempt in range(3):
+            try:
+                self.manager, self.client = jupyter_client.manager.start_new_kernel(
+                    startup_timeout=30, kernel_name="python3", env=env
+                )
+                break
+            except RuntimeError:  # "Kernel died before replying": a port taken by a parallel start
+                if attempt == 2:
+                    raise
+        self.unbuffered = unbuffered
         self.streams: list[tuple[str, str, str]] = []  # (parent msg_id, name, text)
         self.idle: set[str] = set()
+        self.started: set[str] = set()
 
     def close(self) -> None:
         self.client.stop_channels()
@@ -50,7 +58,10 @@ class Kernel:
         """The execute reply of ``msg_id``, once its cell's outputs all arrived (status idle)."""
         deadline = self.wait_idle(msg_id, timeout)
         while True:
-            reply = self.client.get_shell_msg(timeout=max(0.1, deadline - time.monotonic()))
+            try:
+                reply = self.client.get_shell_msg(timeout=max(0.1, deadline - time.monotonic()))
+            except queue.Empty:
+                raise TimeoutError(f"no execute_reply for {msg_id} although the kernel went idle") from None
             if reply["parent_header"].get("msg_id") == msg_id:
                 return dict(reply["content"])
 
@@ -62,15 +73,17 @@ class Kernel:
         return deadline
 
     def _iopub(self, deadline: float) -> None:
-        left = deadline - time.monotonic()
-        if left <= 0:
-            raise TimeoutError("the kernel did not finish the cell: wedged?")
-        msg = self.client.get_iopub_msg(timeout=left)
+        try:
+            msg = self.client.get_iopub_msg(timeout=max(0.0, deadline - time.monotonic()))
+        except queue.Empty:
+            raise TimeoutError(f"the kernel did not finish a cell in time (wedged?); idle after {self.idle}") from None
         parent = msg["parent_header"].get("msg_id", "")
         if msg["msg_type"] == "stream":
             self.streams.append((parent, msg["content"]["name"], msg["content"]["text"]))
         elif msg["msg_type"] == "status" and msg["content"]["execution_state"] == "idle":
             self.idle.add(parent)
+        elif msg["msg_type"] == "execute_input":
+            self.started.add(parent)
 
     def run(self, code: str, timeout: float = 20) -> dict[str, Any]:
         return self.wait(self.send(code), timeout)
@@ -109,8 +122,11 @@ def test_interrupts_unload_reload_and_an_idle_flood(kernel: Kernel) -> None:
         kernel._iopub(deadline)
     kernel.manager.interrupt_kernel()
     assert kernel.wait(loop)["ename"] == "KeyboardInterrupt"
-    held = kernel.send("c_emit(1, 20 << 20, hold_gil=True)\ntime.sleep(5)")
-    time.sleep(0.05)
+    # (Interrupted before the cell's code runs, ipykernel may drop the reply: wait for its output.)
+    held = kernel.send("print('started', flush=True)\nc_emit(1, 20 << 20, hold_gil=True)\ntime.sleep(5)")
+    deadline = time.monotonic() + 10
+    while "started" not in kernel.text(held):
+        kernel._iopub(deadline)
     kernel.manager.interrupt_kernel()
     assert kernel.wait(held)["ename"] == "KeyboardInterrupt"
     after = kernel.send("c_printf('native\\n', flush=True)\nprint('python')")
@@ -119,9 +135,11 @@ def test_interrupts_unload_reload_and_an_idle_flood(kernel: Kernel) -> None:
 
     # The Stop button landing anywhere in short cells, start and end included. (ipykernel itself
     # then sometimes drops a cell's execute_reply, with or without the extension: only the
-    # end of each cell is awaited, and the kernel must answer afterwards.)
+    # end of each cell is awaited, and the kernel must answer afterwards. With PYTHONUNBUFFERED
+    # unset, on a loaded machine, ipykernel itself wedged in 2 of 4 runs of 600 trials without
+    # the extension: only the unbuffered kernel runs this part.)
     rng = random.Random(4)
-    for _ in range(150):
+    for _ in range(150 if kernel.unbuffered else 0):
         trial = kernel.send("pass")
         time.sleep(rng.uniform(0, 0.006))
         kernel.manager.interrupt_kernel()
