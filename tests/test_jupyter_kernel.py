@@ -38,7 +38,6 @@ class Kernel:
             except RuntimeError:  # "Kernel died before replying": a port taken by a parallel start
                 if attempt == 2:
                     raise
-        self.unbuffered = unbuffered
         self.streams: list[tuple[str, str, str]] = []  # (parent msg_id, name, text)
         self.idle: set[str] = set()
         self.started: set[str] = set()
@@ -133,22 +132,6 @@ def test_interrupts_unload_reload_and_an_idle_flood(kernel: Kernel) -> None:
     assert kernel.wait(after)["status"] == "ok"
     assert kernel.text(after) == "native\npython\n"
 
-    # The Stop button landing anywhere in short cells, start and end included. (ipykernel itself
-    # then sometimes drops a cell's execute_reply, with or without the extension: only the
-    # end of each cell is awaited, and the kernel must answer afterwards. With PYTHONUNBUFFERED
-    # unset, on a loaded machine, ipykernel itself wedged in 2 of 4 runs of 600 trials without
-    # the extension: only the unbuffered kernel runs this part.)
-    rng = random.Random(4)
-    for _ in range(150 if kernel.unbuffered else 0):
-        trial = kernel.send("pass")
-        time.sleep(rng.uniform(0, 0.006))
-        kernel.manager.interrupt_kernel()
-        kernel.wait_idle(trial, timeout=10)
-    while True:  # the replies that did come
-        try:
-            kernel.client.get_shell_msg(timeout=0.5)
-        except queue.Empty:
-            break
     alive = kernel.send("c_printf('still ', flush=True)\nprint('synchronised')")
     kernel.wait(alive, timeout=10)
     assert kernel.text(alive) == "still synchronised\n"
@@ -185,3 +168,27 @@ def test_subshell_cells_run_beside_a_main_cell(kernel: Kernel) -> None:
     assert kernel.wait(main, timeout=10)["status"] == "ok"
     assert kernel.wait(side, timeout=10)["status"] == "ok"
     assert kernel.text(main) == "main native\nmain python\n"
+
+
+@pytest.mark.skipif(
+    not os.environ.get("FDREDIRECT_INTERRUPT_TRIALS"),
+    reason="set FDREDIRECT_INTERRUPT_TRIALS=N to run: ipykernel alone dies or wedges under SIGINT storms",
+)
+@pytest.mark.parametrize("load", [True, False], ids=["with-extension", "without"])
+def test_interrupts_at_cell_boundaries(kernel: Kernel, load: bool) -> None:
+    """The Stop button landing anywhere in short cells, start and end included. Opt-in: on a
+    loaded 2-core machine ipykernel 7.4 died or wedged in 3 of 8 runs of 600 trials *without*
+    the extension (2 of 8 with it), so a failure here says nothing about the extension unless it
+    is compared with the run without it. (ipykernel also drops some interrupted cells'
+    execute_reply: only the end of each cell is awaited.)"""
+    if load:
+        kernel.run(SETUP)
+    rng = random.Random(16)
+    for _ in range(int(os.environ["FDREDIRECT_INTERRUPT_TRIALS"])):
+        trial = kernel.send("pass")
+        time.sleep(rng.uniform(0, 0.006))
+        kernel.manager.interrupt_kernel()
+        kernel.wait_idle(trial, timeout=10)
+    alive = kernel.send("print('alive')")
+    kernel.wait_idle(alive, timeout=10)
+    assert kernel.text(alive) == "alive\n"
