@@ -278,6 +278,20 @@ pub fn bytes_available(fd: RawFd) -> usize {
     n.max(0) as usize
 }
 
+/// What open file `fd` refers to (device, inode), to tell later whether it still points there;
+/// `None` if `fd` is closed.
+pub fn identity(fd: RawFd) -> Option<(u64, u64)> {
+    let mut stat = std::mem::MaybeUninit::<libc::stat>::uninit();
+    // SAFETY: fstat writes one `struct stat` into the buffer, which is read only on success.
+    if unsafe { libc::fstat(fd, stat.as_mut_ptr()) } < 0 {
+        return None;
+    }
+    // SAFETY: fstat succeeded, so it initialised the struct.
+    let stat = unsafe { stat.assume_init() };
+    #[allow(clippy::useless_conversion)] // the field types differ between platforms
+    Some((u64::from(stat.st_dev), u64::from(stat.st_ino)))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

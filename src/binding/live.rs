@@ -9,6 +9,7 @@
 //! Deliveries of one block never overlap (a busy flag), so the target sees bytes in write order;
 //! the block's exit delivers the rest itself, after any delivery in progress.
 
+use std::cell::Cell;
 use std::collections::VecDeque;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -220,25 +221,74 @@ impl Live {
         bytes.extend(extra);
         // Uncontended: only the holder of `busy` touches `delivery`.
         let mut delivery = super::lock(py, &self.delivery);
-        // In bounded pieces: the bytes/str objects made for the target (and the decoder's copy)
-        // then stay small however far the target fell behind, instead of adding 2-3x the backlog.
-        let pieces = bytes.len().div_ceil(DELIVERY_PIECE).max(1);
-        for (index, piece) in bytes.chunks(DELIVERY_PIECE).chain([&[][..]]).take(pieces).enumerate() {
-            if delivery.error.is_some() {
-                break;
-            }
-            if let Err(err) = self.send(py, &mut delivery, piece, last && index + 1 == pieces) {
+        if delivery.error.is_none() {
+            if let Err(err) = self.send_in_pieces(py, &mut delivery, &bytes, last) {
                 delivery.error = Some(err);
             }
         }
         let error = if last { delivery.error.take() } else { None };
         drop(delivery);
-        *super::lock(py, &self.busy) = false;
-        self.idle.notify_all();
+        self.release_busy(py);
         error
     }
 
+    /// In bounded pieces: the bytes/str objects made for the target (and the decoder's copy)
+    /// then stay small however far the target fell behind, instead of adding 2-3x the backlog.
+    /// Stops at the target's first exception.
+    fn send_in_pieces(&self, py: Python<'_>, delivery: &mut Delivery, bytes: &[u8], last: bool) -> PyResult<()> {
+        let pieces = bytes.len().div_ceil(DELIVERY_PIECE).max(1);
+        for (index, piece) in bytes.chunks(DELIVERY_PIECE).chain([&[][..]]).take(pieces).enumerate() {
+            self.send(py, delivery, piece, last && index + 1 == pieces)?;
+        }
+        Ok(())
+    }
+
+    fn release_busy(&self, py: Python<'_>) {
+        *super::lock(py, &self.busy) = false;
+        self.idle.notify_all();
+    }
+
+    /// A synchronisation point, in the calling thread: deliver everything written to the block's
+    /// fd so far (what the reader holds and what the pipe holds now), after any delivery in
+    /// progress, then flush the target if it is a stream. A target's exception is raised here
+    /// (the bytes of that call are lost) and does not end the block's delivery, unlike one in the
+    /// delivery thread: in the calling thread it may be a `KeyboardInterrupt`. Inside a delivery
+    /// (a target that writes to a synced stream) it does nothing, instead of waiting for itself.
+    /// `drained`: the caller has just drained the channel itself, without the GIL.
+    pub fn sync(&self, py: Python<'_>, flush_target: bool, drained: bool) -> PyResult<()> {
+        if DELIVERING.with(Cell::get) || self.generation != crate::stack::generation() {
+            return Ok(());
+        }
+        // One bounded drain: it takes all a pipe holds, and a writer in another thread that
+        // keeps writing must not keep this caller here.
+        if !drained {
+            py.detach(|| self.channel.drain());
+        }
+        self.claim(py, None);
+        let bytes = self.channel.take_pending();
+        let mut delivery = super::lock(py, &self.delivery);
+        let sent = if delivery.error.is_some() || bytes.is_empty() {
+            Ok(())
+        } else {
+            self.send_in_pieces(py, &mut delivery, &bytes, false)
+        };
+        drop(delivery);
+        self.release_busy(py);
+        sent?;
+        match self.mode {
+            Mode::Text { call: false } | Mode::Bytes { call: false } if flush_target => {
+                let target = self.target.bind(py);
+                if target.hasattr(intern!(py, "flush"))? {
+                    target.call_method0(intern!(py, "flush"))?;
+                }
+                Ok(())
+            }
+            _ => Ok(()),
+        }
+    }
+
     fn send(&self, py: Python<'_>, delivery: &mut Delivery, bytes: &[u8], last: bool) -> PyResult<()> {
+        let _delivering = Delivering::enter();
         let target = self.target.bind(py);
         match self.mode {
             Mode::Bytes { call } => {
@@ -271,6 +321,50 @@ impl Live {
         }
         Ok(())
     }
+}
+
+thread_local! {
+    /// This thread is inside a target's call: a synchronisation point reached from there (the
+    /// target writes to a stream that syncs first) must not wait for the delivery it is part of.
+    static DELIVERING: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Whether this thread is inside a target's call (see `DELIVERING`).
+pub fn delivering() -> bool {
+    DELIVERING.with(Cell::get)
+}
+
+/// Marks the current thread as delivering until dropped (also when the target raises).
+struct Delivering(bool);
+
+impl Delivering {
+    fn enter() -> Self {
+        Delivering(DELIVERING.with(|d| d.replace(true)))
+    }
+}
+
+impl Drop for Delivering {
+    fn drop(&mut self) {
+        DELIVERING.with(|d| d.set(self.0));
+    }
+}
+
+/// A synchronisation point for every live block open on `fd` in this process, oldest first:
+/// see `Live::sync`. Used by `FdWriter.flush()`.
+pub fn sync_fd(py: Python<'_>, fd: RawFd) -> PyResult<()> {
+    let open: Vec<Arc<Live>> = lock_briefly(&ACTIVE)
+        .iter()
+        .filter(|live| live.fd == fd)
+        .cloned()
+        .collect();
+    let mut first_error = None;
+    for live in &open {
+        if let Err(err) = live.sync(py, true, false) {
+            first_error.get_or_insert(err);
+        }
+    }
+    drop(open); // dropping the last reference may run Python code: not under a lock
+    first_error.map_or(Ok(()), Err)
 }
 
 fn call_or_write(target: &Bound<'_, PyAny>, call: bool, piece: &Bound<'_, PyAny>) -> PyResult<()> {

@@ -70,6 +70,9 @@ pub struct Redirect {
     encoding: Option<String>,
     errors: String,
     tee: bool,
+    /// Point `sys.stdout`/`sys.stderr` at the native writer inside the block. Off for the Jupyter
+    /// extension, which keeps the kernel's streams and syncs them instead.
+    swap_writer: bool,
     active: Mutex<Vec<Active>>,
 }
 
@@ -138,6 +141,25 @@ fn undo_switch(py: Python<'_>, fd: RawFd, id: u64) {
     let _ = py.detach(|| stack::exit(fd, id, false));
 }
 
+/// The channels of open tee blocks whose target is not live (a capture, a file), per fd: a
+/// synchronisation point drains them, so the reader has forwarded every byte written so far.
+static TEES: Mutex<Vec<(RawFd, Arc<Channel>)>> = Mutex::new(Vec::new());
+
+/// A synchronisation point for every block open on `fd`: tee destinations and live targets get
+/// everything written so far (see `Redirect::sync`). Used by `FdWriter.flush()`.
+pub fn sync_fd(py: Python<'_>, fd: RawFd) -> PyResult<()> {
+    py.detach(crate::flush::flush_native);
+    let tees: Vec<Arc<Channel>> = super::lock(py, &TEES)
+        .iter()
+        .filter(|(f, _)| *f == fd)
+        .map(|(_, c)| Arc::clone(c))
+        .collect();
+    for channel in &tees {
+        py.detach(|| channel.drain());
+    }
+    super::live::sync_fd(py, fd)
+}
+
 /// With `tee`, also forward every byte to where the fd pointed before the switch.
 fn tee_original(channel: &Channel, tee: bool, original: Option<&OwnedFd>) -> std::io::Result<()> {
     if let (true, Some(original)) = (tee, original) {
@@ -169,6 +191,7 @@ fn forward_error(fd: RawFd, channel: &Channel, plan: &Plan) -> Option<PyErr> {
 #[pymethods]
 impl Redirect {
     #[new]
+    #[pyo3(signature = (fd, kind, arg, target, encoding, errors, tee, level, *, swap_writer = true))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         fd: RawFd,
@@ -179,6 +202,7 @@ impl Redirect {
         errors: String,
         tee: bool,
         level: i32,
+        swap_writer: bool,
     ) -> PyResult<Self> {
         if fd != 1 && fd != 2 {
             return Err(PyValueError::new_err(format!("fd must be 1 or 2, not {fd}")));
@@ -209,6 +233,7 @@ impl Redirect {
             encoding,
             errors,
             tee,
+            swap_writer,
             active: Mutex::new(Vec::new()),
         })
     }
@@ -234,6 +259,33 @@ impl Redirect {
     fn __aexit__(&self, py: Python<'_>, _exc_info: &Bound<'_, PyTuple>) -> PyResult<Step> {
         let suppress = self.exit(py)?;
         Ok(Step::done(PyBool::new(py, suppress).to_owned().into_any().unbind()))
+    }
+
+    /// A synchronisation point: flush the native runtimes, then hand everything written to the
+    /// fd so far to this redirect's live targets (in this thread, in order, after any delivery
+    /// in progress) and to its tee destinations. A target's exception is raised here.
+    fn sync(&self, py: Python<'_>) -> PyResult<()> {
+        if super::live::delivering() {
+            return Ok(()); // a target writing to a synced stream: nothing to wait for
+        }
+        let (lives, tees): (Vec<Arc<Live>>, Vec<Arc<Channel>>) = {
+            let entries = self.lock(py);
+            (
+                entries.iter().filter_map(|a| a.live.clone()).collect(),
+                entries.iter().filter_map(|a| a.tee.clone()).collect(),
+            )
+        };
+        // One GIL hand-off for all of it: this runs before every write of a synced stream.
+        py.detach(|| {
+            crate::flush::flush_native();
+            for channel in tees.iter().chain(lives.iter().map(|live| live.channel())) {
+                channel.drain(); // a tee's reader forwards as it drains
+            }
+        });
+        for live in &lives {
+            live.sync(py, true, true)?;
+        }
+        Ok(())
     }
 
     /// The fd this redirect switches (1 or 2).
@@ -282,13 +334,16 @@ impl Redirect {
         };
         let fd = self.fd;
         let id = switched.id;
-        let previous_encoding = match activate(py, fd, self.encoding.as_deref()) {
-            Ok(previous) => previous,
-            Err(err) => return Err(switched.undo(py, fd, err)),
+        let previous_encoding = match self.swap_writer.then(|| activate(py, fd, self.encoding.as_deref())) {
+            None => None,
+            Some(Ok(previous)) => previous,
+            Some(Err(err)) => return Err(switched.undo(py, fd, err)),
         };
         here.push(id);
         if let Err(err) = var.set_here(py, &here) {
-            deactivate(py, fd, previous_encoding);
+            if self.swap_writer {
+                deactivate(py, fd, previous_encoding);
+            }
             return Err(switched.undo(py, fd, err));
         }
         let returned = match &switched.captured {
@@ -302,6 +357,9 @@ impl Redirect {
             file,
             ..
         } = switched;
+        if let Some(channel) = &tee {
+            super::lock(py, &TEES).push((fd, Arc::clone(channel)));
+        }
         self.lock(py).push(Active {
             id,
             captured,
@@ -329,12 +387,17 @@ impl Redirect {
             };
             entries.remove(index)
         };
+        if let Some(channel) = &active.tee {
+            super::lock(py, &TEES).retain(|(_, c)| !Arc::ptr_eq(c, channel));
+        }
         // An interrupt raised by a Python stream's flush is raised once everything is restored.
         let interrupted = flush_python(py).err();
         let fd = self.fd;
         let piped = active.live.is_some() || active.tee.is_some();
         let exited = py.detach(|| stack::exit(fd, active.id, piped));
-        deactivate(py, fd, active.previous_encoding);
+        if self.swap_writer {
+            deactivate(py, fd, active.previous_encoding);
+        }
         // Whatever the restore reported, the sinks are finished: nothing captured is left behind.
         let (inherited, restored, orphaned_followers, flush_error, exit_error) = match exited {
             Ok(e) => (e.inherited, e.restored, e.orphaned_followers, e.flush_error, None),
