@@ -3,6 +3,7 @@
 
 mod binding;
 mod capture;
+mod crash;
 mod decode;
 mod error;
 mod flush;

@@ -76,6 +76,18 @@ impl Channel {
         std::mem::take(&mut self.lock().pending)
     }
 
+    /// For the crash handler (crash.rs): show `f` the bytes waiting for delivery, only if the lock
+    /// is free right now (never blocks; not reentrant, so the crashing thread holding it gets
+    /// `false`). Returns whether `f` ran.
+    pub fn try_with_pending(&self, f: impl FnOnce(&[u8])) -> bool {
+        match self.state.try_lock() {
+            Ok(state) => f(&state.pending),
+            Err(std::sync::TryLockError::Poisoned(poisoned)) => f(&poisoned.into_inner().pending),
+            Err(std::sync::TryLockError::WouldBlock) => return false,
+        }
+        true
+    }
+
     /// The pipe's read end, to poll; `None` after EOF. The number may be closed and reused by the
     /// time a poll returns: a wake-up on it only ever leads to `drain`, which reads under the lock.
     pub fn read_fd(&self) -> Option<RawFd> {

@@ -17,6 +17,7 @@ use super::captured::Captured;
 use super::errors::{io_error, to_pyerr};
 use super::live::{Live, Mode};
 use super::streams::{activate, deactivate, flush_python};
+use crate::crash::{self, Held};
 use crate::reader::{self, Channel};
 use crate::stack::{self, Sink};
 use crate::{capture, sys};
@@ -275,6 +276,14 @@ impl Redirect {
         let fd = self.fd;
         let entered = py.detach(|| stack::enter(fd, sink, false)).map_err(to_pyerr)?;
         let id = entered.id;
+        if let Some(memfd) = &entered.capture {
+            let held = Held {
+                memfd: Some(memfd.as_raw_fd()),
+                pipe: None,
+                channel: None,
+            };
+            crash::attach(id, &held);
+        }
         let captured = match entered.capture.map(|memfd| self.new_captured(py, memfd)).transpose() {
             Ok(captured) => captured,
             Err(err) => {
@@ -295,6 +304,7 @@ impl Redirect {
     fn switch_to_pipe(&self, py: Python<'_>, sink: Option<&Sink<'_>>, plan: &Plan) -> PyResult<Switched> {
         let fd = self.fd;
         let (read, write) = reader::pipe().map_err(io_error)?;
+        let read_end = read.as_raw_fd();
         let mut forward = Vec::new();
         let mut memfd = None;
         match sink {
@@ -324,6 +334,14 @@ impl Redirect {
         let entered = py
             .detach(|| {
                 let entered = stack::enter(fd, &Sink::Fd(write_end), true)?;
+                // On a crash, what the pipe holds and (without tee) what awaits delivery is shown.
+                let undelivered = live.as_ref().filter(|_| !tee).map(|_| &channel);
+                let held = Held {
+                    memfd: None,
+                    pipe: Some(read_end),
+                    channel: undelivered,
+                };
+                crash::attach(entered.id, &held);
                 let served = tee_original(&channel, tee, entered.original.as_ref())
                     .and_then(|()| reader::register(Arc::clone(&channel)));
                 match served {
