@@ -1,9 +1,9 @@
 //! A crash inside a block does not swallow the evidence. When the process dies on a fatal signal
-//! (SIGSEGV, SIGABRT, SIGBUS, SIGFPE, SIGILL), the handler here ends every active redirect the
-//! way its block would have: inner-most first, it points the fd back at its original
-//! destination (`dup2`) and writes there what was captured and not yet handed to the user (a
-//! memory file read with `pread`; a live pipe's contents; a live target's undelivered bytes).
-//! Then the previous handler, or the default action, runs.
+//! (SIGSEGV, SIGABRT, SIGBUS, SIGFPE, SIGILL), the handler here points every redirected fd back
+//! at where it pointed before the outer-most block (`dup2`), then writes there, outer-most block
+//! first, what was captured and not yet handed to the user: a memory file (read with `pread`), a
+//! live or tee pipe's contents, a live target's undelivered bytes. Then the previous handler, or
+//! the default action, runs.
 //!
 //! The handler may only make async-signal-safe calls: no allocation, no lock that can block.
 //! So the stack's state is mirrored in a fixed table of atomics (`track`/`retarget`/`untrack`,
@@ -54,8 +54,6 @@ struct Slot {
     pipe: AtomicI32,
     /// `Arc::into_raw` of a live target's channel: its undelivered bytes. Null if none.
     channel: AtomicPtr<Channel>,
-    /// During a dump: a copy of the sink the fd pointed at, to put back if the process survives.
-    spare: AtomicI32,
 }
 
 impl Slot {
@@ -70,7 +68,6 @@ impl Slot {
             memfd: AtomicI32::new(-1),
             pipe: AtomicI32::new(-1),
             channel: AtomicPtr::new(ptr::null_mut()),
-            spare: AtomicI32::new(-1),
         }
     }
 }
@@ -337,71 +334,91 @@ fn dump_pending(channel: &Channel, fd: RawFd) {
     }
 }
 
-/// The next entry to end: the inner-most active one of this fork generation. Waits briefly for
-/// a slot that another thread is changing.
-fn claim_next(generation: u64, skipped: &mut [bool; SLOTS]) -> Option<usize> {
-    loop {
-        let mut best: Option<(usize, u64)> = None;
-        for (index, slot) in TABLE.iter().enumerate() {
+/// Claim every active entry of this fork generation (`DUMPING`), waiting briefly for a slot that
+/// another thread is changing. Returns how many, in `claimed`, in enter order (outer-most first).
+fn claim_all(generation: u64, claimed: &mut [usize; SLOTS]) -> usize {
+    let mut count = 0;
+    for (index, slot) in TABLE.iter().enumerate() {
+        for _ in 0..100 {
             let state = slot.state.load(Ordering::Acquire);
-            if skipped[index] || !(state == ACTIVE || state == BUSY) {
-                continue;
+            if state != ACTIVE && state != BUSY {
+                break;
             }
             if slot.generation.load(Ordering::Relaxed) != generation {
-                continue;
+                break; // a forked parent's block: its sink and fds are the parent's business
             }
-            let order = slot.order.load(Ordering::Relaxed);
-            if best.is_none_or(|(_, o)| order > o) {
-                best = Some((index, order));
-            }
-        }
-        let (index, _) = best?;
-        let slot = &TABLE[index];
-        let mut tries = 0;
-        loop {
-            match slot
+            if slot
                 .state
                 .compare_exchange(ACTIVE, DUMPING, Ordering::AcqRel, Ordering::Acquire)
+                .is_ok()
             {
-                Ok(_) => return Some(index),
-                Err(BUSY) if tries < 100 => {
-                    tries += 1;
-                    sleep_ms(1);
-                }
-                Err(_) => {
-                    // Freed meanwhile, or stuck (the crashing thread itself was changing it).
-                    skipped[index] = true;
-                    break;
-                }
+                claimed[count] = index;
+                count += 1;
+                break;
             }
+            // BUSY: another thread is changing it (or this thread was, when it crashed).
+            sleep_ms(1);
         }
     }
+    let order = |index: usize| TABLE[index].order.load(Ordering::Relaxed);
+    // Insertion sort: no allocation, at most SLOTS entries.
+    for i in 1..count {
+        let mut j = i;
+        while j > 0 && order(claimed[j - 1]) > order(claimed[j]) {
+            claimed.swap(j - 1, j);
+            j -= 1;
+        }
+    }
+    count
 }
 
-/// End every active redirect of this process, inner-most first, writing out what it holds.
-/// Returns the slots dumped, in order, and how many.
-fn dump(dumped: &mut [usize; SLOTS]) -> usize {
+/// What a dump changed for one fd, to undo if the process survives.
+#[derive(Clone, Copy)]
+struct Restored {
+    fd: RawFd,
+    /// A copy of the sink the fd pointed at; -1 if none could be made.
+    spare: RawFd,
+    /// Whether the fd now points at a destination (it was not closed before the outer-most block).
+    open: bool,
+}
+
+/// End every active redirect of this process: point each fd back at its destination before the
+/// outer-most block (all fds first, so that whatever writes next — faulthandler, the previous
+/// handler — reaches it), then write there, outer-most block first, what each block holds.
+/// That is write order: an outer capture holds what was written before the inner block began.
+/// Blocks in between whose sink is a file or /dev/null hold nothing to show, and are not
+/// written into. Returns the fds restored, and how many.
+fn dump(claimed: &[usize], restored: &mut [Restored; SLOTS]) -> usize {
     // SAFETY: only the thread holding DUMPER gets here.
     let buf = unsafe { &mut *BUFFER.0.get() };
-    let generation = crate::stack::generation();
-    let mut skipped = [false; SLOTS];
-    let mut count = 0;
-    while let Some(index) = claim_next(generation, &mut skipped) {
-        dumped[count] = index;
-        count += 1;
+    let mut fds = 0;
+    for &index in claimed {
         let slot = &TABLE[index];
         let fd = slot.fd.load(Ordering::Relaxed);
+        if restored[..fds].iter().any(|r| r.fd == fd) {
+            continue; // not the outer-most block of its fd
+        }
         let saved = slot.saved.load(Ordering::Relaxed);
         // SAFETY: fcntl/dup2/close are async-signal-safe; `saved` is kept open by the stack entry,
         // which cannot end while the slot is DUMPING.
+        let spare = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 3) };
+        let open = saved >= 0;
+        // SAFETY: as above.
         unsafe {
-            slot.spare
-                .store(libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 3), Ordering::Relaxed);
-            if saved < 0 {
-                libc::close(fd);
-                continue; // the fd was closed before the block: there is nowhere to show it
+            if open {
+                libc::dup2(saved, fd);
+            } else {
+                libc::close(fd); // closed before the block: there is nowhere to show it
             }
-            libc::dup2(saved, fd);
+        }
+        restored[fds] = Restored { fd, spare, open };
+        fds += 1;
+    }
+    for &index in claimed {
+        let slot = &TABLE[index];
+        let fd = slot.fd.load(Ordering::Relaxed);
+        if !restored[..fds].iter().any(|r| r.fd == fd && r.open) {
+            continue;
         }
         let channel = slot.channel.load(Ordering::Relaxed);
         if !channel.is_null() {
@@ -417,23 +434,23 @@ fn dump(dumped: &mut [usize; SLOTS]) -> usize {
             dump_memfd(memfd, fd, buf);
         }
     }
-    count
+    fds
 }
 
-/// The process survived the signal (a handler installed before ours handled it): put every
-/// redirect back as it was, outer-most first.
-fn reestablish(dumped: &[usize]) {
-    for &index in dumped.iter().rev() {
-        let slot = &TABLE[index];
-        let spare = slot.spare.swap(-1, Ordering::Relaxed);
-        if spare >= 0 {
+/// The process survived the signal (a handler installed before ours handled it): point the fds
+/// back at the blocks' sinks, and let the blocks go on.
+fn reestablish(claimed: &[usize], restored: &[Restored]) {
+    for restored in restored {
+        if restored.spare >= 0 {
             // SAFETY: dup2/close on fds the handler made; async-signal-safe.
             unsafe {
-                libc::dup2(spare, slot.fd.load(Ordering::Relaxed));
-                libc::close(spare);
+                libc::dup2(restored.spare, restored.fd);
+                libc::close(restored.spare);
             }
         }
-        slot.state.store(ACTIVE, Ordering::Release);
+    }
+    for &index in claimed {
+        TABLE[index].state.store(ACTIVE, Ordering::Release);
     }
 }
 
@@ -518,14 +535,23 @@ extern "C" fn on_fatal(signal: libc::c_int, info: *mut libc::siginfo_t, context:
             Err(_) => sleep_ms(1),
         }
     };
-    let mut dumped = [0; SLOTS];
-    let count = if owner { dump(&mut dumped) } else { 0 };
-    if owner {
+    let mut claimed = [0; SLOTS];
+    let mut restored = [Restored {
+        fd: -1,
+        spare: -1,
+        open: false,
+    }; SLOTS];
+    let (count, fds) = if owner {
+        let count = claim_all(crate::stack::generation(), &mut claimed);
+        let fds = dump(&claimed[..count], &mut restored);
         flush_libc();
-    }
+        (count, fds)
+    } else {
+        (0, 0)
+    };
     let dies = chain(signal, info, context);
     if !dies && owner {
-        reestablish(&dumped[..count]);
+        reestablish(&claimed[..count], &restored[..fds]);
         // SAFETY: reading si_code of the siginfo the kernel passed.
         let sent = unsafe { (*info).si_code } <= 0;
         // A signal sent by a process (kill, raise) may come again and be fatal then: stay in
