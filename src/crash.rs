@@ -52,6 +52,8 @@ struct Slot {
     memfd: AtomicI32,
     /// A copy of the live pipe's read end (non-blocking), owned by the slot; -1 if none.
     pipe: AtomicI32,
+    /// For a guard (`guard`): the slot's own copy of `saved`, closed with the slot; -1 otherwise.
+    owned_saved: AtomicI32,
     /// `Arc::into_raw` of a live target's channel: its undelivered bytes. Null if none.
     channel: AtomicPtr<Channel>,
 }
@@ -67,6 +69,7 @@ impl Slot {
             saved: AtomicI32::new(-1),
             memfd: AtomicI32::new(-1),
             pipe: AtomicI32::new(-1),
+            owned_saved: AtomicI32::new(-1),
             channel: AtomicPtr::new(ptr::null_mut()),
         }
     }
@@ -150,7 +153,7 @@ pub fn untrack(id: u64) {
     let Some(slot) = lock_slot(id) else {
         return;
     };
-    for fd in [&slot.memfd, &slot.pipe] {
+    for fd in [&slot.memfd, &slot.pipe, &slot.owned_saved] {
         let fd = fd.swap(-1, Ordering::Relaxed);
         if fd >= 0 {
             crate::sys::close(fd);
@@ -193,6 +196,29 @@ pub fn attach(id: u64, held: &Held<'_>) {
         slot.channel.store(channel, Ordering::Relaxed);
     }
     slot.state.store(ACTIVE, Ordering::Release);
+}
+
+/// Guards have ids of their own, apart from the stack's.
+static NEXT_GUARD: AtomicU64 = AtomicU64::new(1 << 63);
+
+/// A redirect made by someone else (pytest's own fd capture) whose captured bytes a crash should
+/// show too: `fd` points at the file `held` and pointed at `saved` before. The table keeps its own
+/// copies of both. Entered before the library's own blocks, it is their outer-most: on a crash
+/// `fd` goes back to `saved`, and `held` (from its start), then the blocks' bytes, are shown there.
+pub fn guard(fd: RawFd, saved: RawFd, held: RawFd) -> std::io::Result<u64> {
+    let saved = crate::sys::dup_above_stdio(saved)?;
+    let held = crate::sys::dup_above_stdio(held)?;
+    install();
+    let id = NEXT_GUARD.fetch_add(1, Ordering::Relaxed);
+    track(id, fd, Some(&saved), crate::stack::generation());
+    if let Some(slot) = lock_slot(id) {
+        slot.owned_saved
+            .store(std::os::fd::IntoRawFd::into_raw_fd(saved), Ordering::Relaxed);
+        slot.memfd
+            .store(std::os::fd::IntoRawFd::into_raw_fd(held), Ordering::Relaxed);
+        slot.state.store(ACTIVE, Ordering::Release);
+    }
+    Ok(id)
 }
 
 /// The handlers' previous actions, written once before the handlers are installed.

@@ -23,6 +23,8 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<binding::streams::FdWriter>()?;
     m.add_function(wrap_pyfunction!(binding::flush_all, m)?)?;
     m.add_function(wrap_pyfunction!(binding::shutdown, m)?)?;
+    m.add_function(wrap_pyfunction!(binding::crash::crash_guard, m)?)?;
+    m.add_function(wrap_pyfunction!(binding::crash::crash_unguard, m)?)?;
     for (name, kind) in [
         ("KIND_CAPTURE", binding::redirect::KIND_CAPTURE),
         ("KIND_FD", binding::redirect::KIND_FD),

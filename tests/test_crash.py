@@ -292,7 +292,7 @@ def test_crash(capall):
 """
 
 
-@pytest.mark.parametrize("capture", ["-s", "--capture=sys"])
+@pytest.mark.parametrize("capture", ["--capture=fd", "--capture=sys", "-s"])
 def test_capall_under_pytest(capture: str, unbuffered: bool, tmp_path: Path) -> None:
     (tmp_path / "test_crashing.py").write_text(CRASHING_TEST)
     rc, out, err, _ = crash_child(
