@@ -593,3 +593,85 @@ extern "C" fn on_fatal(signal: libc::c_int, info: *mut libc::siginfo_t, context:
     // SAFETY: restoring the interrupted code's errno.
     unsafe { *libc::__errno_location() = errno_before };
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{capture, stack, sys};
+    use std::os::fd::OwnedFd;
+
+    fn slot(id: u64) -> Option<&'static Slot> {
+        TABLE
+            .iter()
+            .find(|s| s.state.load(Ordering::Acquire) != FREE && s.id.load(Ordering::Acquire) == id)
+    }
+
+    fn read_all(fd: &OwnedFd) -> Vec<u8> {
+        let mut out = Vec::new();
+        let mut buf = [0u8; 256];
+        loop {
+            // SAFETY: `buf` is writable for its length.
+            let n = unsafe { libc::read(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
+            if n <= 0 {
+                return out;
+            }
+            out.extend_from_slice(&buf[..n as usize]);
+        }
+    }
+
+    #[test]
+    fn guard_owns_its_copies_until_untracked() {
+        let (read, write) = sys::pipe_cloexec().unwrap();
+        let file = capture::create().unwrap();
+        let id = guard(write.as_raw_fd(), write.as_raw_fd(), file.as_raw_fd()).unwrap();
+        let entry = slot(id).unwrap();
+        let (saved, held) = (entry.saved.load(Ordering::Relaxed), entry.memfd.load(Ordering::Relaxed));
+        assert_eq!(entry.owned_saved.load(Ordering::Relaxed), saved);
+        assert!(saved > 2 && held > 2 && saved != write.as_raw_fd() && held != file.as_raw_fd());
+        retarget(id, Some(&read));
+        assert_eq!(entry.saved.load(Ordering::Relaxed), read.as_raw_fd());
+        untrack(id);
+        assert!(slot(id).is_none());
+        assert!(sys::access_mode(held).is_err(), "the slot's copy of the file is closed");
+    }
+
+    /// The dump itself, run in a forked child (it is async-signal-safe, so it may run there even
+    /// though this test process has other threads): a capture on a private fd is shown on the
+    /// fd's original destination, and the parent's block is untouched.
+    #[test]
+    fn dump_shows_a_capture_on_the_original_destination() {
+        let (read, write) = sys::pipe_cloexec().unwrap();
+        sys::set_nonblocking(read.as_raw_fd()).unwrap();
+        let fd = write.as_raw_fd();
+        let entered = stack::enter(fd, &stack::Sink::Capture, false).unwrap();
+        let memfd = entered.capture.as_ref().unwrap();
+        let held = Held {
+            memfd: Some(memfd.as_raw_fd()),
+            pipe: None,
+            channel: None,
+        };
+        attach(entered.id, &held);
+        sys::write_all(fd, b"last words", &mut 0).unwrap();
+        // SAFETY: the child only makes async-signal-safe calls, then _exit.
+        let pid = unsafe { libc::fork() };
+        if pid == 0 {
+            let mut claimed = [0; SLOTS];
+            let mut restored = [Restored {
+                fd: -1,
+                spare: -1,
+                open: false,
+            }; SLOTS];
+            let count = claim_all(stack::generation(), &mut claimed);
+            dump(&claimed[..count], &mut restored);
+            // SAFETY: leaving the child at once.
+            unsafe { libc::_exit(0) };
+        }
+        let mut status = 0;
+        // SAFETY: waiting for our own child.
+        assert_eq!(unsafe { libc::waitpid(pid, &raw mut status, 0) }, pid);
+        assert_eq!(read_all(&read), b"last words");
+        assert_eq!(capture::size(memfd).unwrap(), 10, "the parent's capture is unchanged");
+        stack::exit(fd, entered.id, false).unwrap();
+        assert!(slot(entered.id).is_none());
+    }
+}

@@ -48,7 +48,10 @@ class CapAll(Generic[AnyStr]):
     def _start(self) -> None:
         if self._blocks is not None:
             return
-        self._guards = [_native.crash_guard(*capture) for capture in _pytest_fd_captures(self._config)]
+        self._guards = []
+        for capture in _pytest_fd_captures(self._config):
+            with contextlib.suppress(OSError):  # best effort: a full fd table only costs the crash dump
+                self._guards.append(_native.crash_guard(*capture))
         blocks = (redirect_stdout_fd(encoding=None), redirect_stderr_fd(encoding=None))
         out = blocks[0].__enter__()
         try:
