@@ -182,6 +182,7 @@ pub struct Held<'a> {
 /// failure only costs the crash dump of this block.
 pub fn attach(id: u64, held: &Held<'_>) {
     install();
+    ensure_signal_stack();
     let copy = |fd: Option<RawFd>| fd.and_then(|fd| crate::sys::dup_above_stdio(fd).ok());
     let (memfd, pipe) = (copy(held.memfd), copy(held.pipe));
     let Some(slot) = lock_slot(id) else {
@@ -271,6 +272,64 @@ fn reinstall(signal: libc::c_int, previous: &libc::sigaction) {
             libc::sigaction(signal, &raw const ours, ptr::null_mut());
         }
     }
+}
+
+/// A signal stack for this thread, set while the thread lives.
+struct SignalStack(Option<Box<[u8]>>);
+
+impl Drop for SignalStack {
+    fn drop(&mut self) {
+        if let Some(memory) = &self.0 {
+            // Only if it is still ours: disable before the memory goes.
+            // SAFETY: sigaltstack with valid pointers.
+            unsafe {
+                let mut now: libc::stack_t = std::mem::zeroed();
+                libc::sigaltstack(ptr::null(), &raw mut now);
+                if now.ss_sp == memory.as_ptr().cast_mut().cast() {
+                    let off = libc::stack_t {
+                        ss_sp: ptr::null_mut(),
+                        ss_flags: libc::SS_DISABLE,
+                        ss_size: 0,
+                    };
+                    libc::sigaltstack(&raw const off, ptr::null_mut());
+                }
+            }
+        }
+    }
+}
+
+thread_local! {
+    static SIGNAL_STACK: std::cell::RefCell<Option<SignalStack>> = const { std::cell::RefCell::new(None) };
+}
+
+/// A stack overflow can only be handled on a separate signal stack (`SA_ONSTACK`): give the thread
+/// entering a block one if it has none (faulthandler does the same for the thread enabling it).
+/// Once per thread; freed when the thread ends.
+fn ensure_signal_stack() {
+    const SIZE: usize = 64 << 10;
+    let _ = SIGNAL_STACK.try_with(|cell| {
+        let mut cell = cell.borrow_mut();
+        if cell.is_some() {
+            return;
+        }
+        // SAFETY: sigaltstack with valid pointers; the memory lives in the thread-local until
+        // the thread ends, and is unregistered before it is freed.
+        unsafe {
+            let mut now: libc::stack_t = std::mem::zeroed();
+            if libc::sigaltstack(ptr::null(), &raw mut now) != 0 || now.ss_flags & libc::SS_DISABLE == 0 {
+                *cell = Some(SignalStack(None)); // the thread has one already
+                return;
+            }
+            let mut memory = vec![0u8; SIZE].into_boxed_slice();
+            let stack = libc::stack_t {
+                ss_sp: memory.as_mut_ptr().cast(),
+                ss_flags: 0,
+                ss_size: SIZE,
+            };
+            let ours = libc::sigaltstack(&raw const stack, ptr::null_mut()) == 0;
+            *cell = Some(SignalStack(ours.then_some(memory)));
+        }
+    });
 }
 
 /// Read-write scratch memory for the handler: no allocation there. Used only by the thread that
@@ -578,8 +637,9 @@ extern "C" fn on_fatal(signal: libc::c_int, info: *mut libc::siginfo_t, context:
     let dies = chain(signal, info, context);
     if !dies && owner {
         reestablish(&claimed[..count], &restored[..fds]);
-        // SAFETY: reading si_code of the siginfo the kernel passed.
-        let sent = unsafe { (*info).si_code } <= 0;
+        // SAFETY: reading si_code of the siginfo the kernel passed (a handler chaining to us by
+        // hand may pass none: then the signal counts as sent).
+        let sent = info.is_null() || unsafe { (*info).si_code } <= 0;
         // A signal sent by a process (kill, raise) may come again and be fatal then: stay in
         // the chain. After a fault a handler returned from, stand aside: re-dumping on every
         // retried instruction would only repeat the same output.

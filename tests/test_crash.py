@@ -102,6 +102,25 @@ def test_faulthandler_traceback_reaches_real_stderr(crash: str, when: str, unbuf
     assert b'File "<string>"' in err
 
 
+def test_stack_overflow_without_faulthandler(unbuffered: bool) -> None:
+    # Handling a stack overflow needs a signal stack: the library gives the entering thread one.
+    rc, out, _, _ = crash_child(
+        """
+        sys.setrecursionlimit(10**8)
+        nested = []
+        for _ in range(10**6):
+            nested = [nested]
+        with redirect_stdout_fd() as out:
+            writes("in")
+            repr(nested)
+        """,
+        unbuffered,
+    )
+    if rc != -signal.SIGSEGV:
+        pytest.skip(f"this Python stops deep C recursion itself (exit status {rc})")
+    assert out == expected("in")
+
+
 def test_nested_captures_in_write_order(unbuffered: bool) -> None:
     rc, out, err, _ = crash_child(
         """
