@@ -185,6 +185,18 @@ impl Channel {
         std::mem::take(&mut self.lock().pending)
     }
 
+    /// For the crash handler (`crate::crash`): show `f` the bytes waiting for delivery, only if
+    /// the lock is free right now (never blocks; not reentrant, so the crashing thread holding it
+    /// gets `false`). Returns whether `f` ran.
+    pub fn try_with_pending(&self, f: impl FnOnce(&[u8])) -> bool {
+        match self.state.try_lock() {
+            Ok(state) => f(&state.pending),
+            Err(std::sync::TryLockError::Poisoned(poisoned)) => f(&poisoned.into_inner().pending),
+            Err(std::sync::TryLockError::WouldBlock) => return false,
+        }
+        true
+    }
+
     /// The first error a forward target gave while the block ran, once, and whether that target
     /// was the original destination (the tee copy) rather than the block's own target.
     pub fn take_forward_error(&self) -> Option<(io::Error, bool)> {

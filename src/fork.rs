@@ -44,6 +44,7 @@ extern "C" fn parent() {
 
 extern "C" fn child() {
     stack::forked_child();
+    crate::crash::forked_child();
     HELD.with(|held| held.borrow_mut().clear());
 }
 

@@ -4,6 +4,7 @@
 mod binding;
 mod capture;
 mod channel;
+mod crash;
 mod decode;
 mod error;
 mod flush;
@@ -17,6 +18,7 @@ use pyo3::prelude::*;
 #[pymodule]
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     fork::install_handlers(binding::live::hold_for_fork);
+    binding::live::intern_names(m.py());
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     m.add_class::<binding::redirect::Redirect>()?;
     m.add_class::<binding::captured::Captured>()?;
@@ -24,6 +26,8 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<binding::step::Step>()?;
     m.add_function(wrap_pyfunction!(binding::flush_all, m)?)?;
     m.add_function(wrap_pyfunction!(binding::shutdown, m)?)?;
+    m.add_function(wrap_pyfunction!(binding::crash::crash_guard, m)?)?;
+    m.add_function(wrap_pyfunction!(binding::crash::crash_unguard, m)?)?;
     for (name, kind) in [
         ("KIND_CAPTURE", binding::redirect::KIND_CAPTURE),
         ("KIND_FD", binding::redirect::KIND_FD),

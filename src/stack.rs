@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError, TryLockError};
 
 use crate::error::{Error, Subject};
-use crate::{capture, flush, sys};
+use crate::{capture, crash, flush, sys};
 
 /// Where a redirected fd should point.
 #[derive(Debug)]
@@ -167,6 +167,7 @@ pub fn enter(fd: RawFd, sink: &Sink<'_>, keep_original: bool) -> Result<Entered,
     };
     let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
     let generation = GENERATION.load(Ordering::SeqCst);
+    crash::track(id, fd, saved.as_ref(), generation);
     stacks.stack(fd).push(Entry {
         id,
         generation,
@@ -207,8 +208,10 @@ pub fn exit(fd: RawFd, id: u64, keep_restored: bool) -> Result<Exited, Error> {
         }
     } else {
         // The newer entry saved a copy of *our* sink; it must restore what we saved instead.
+        crash::retarget(stack[index].id, entry.saved.as_ref());
         stack[index].saved = entry.saved;
     }
+    crash::untrack(id);
     let orphaned_followers = refollow(&mut stacks, fd, id)?;
     result?;
     Ok(Exited {
@@ -256,7 +259,9 @@ fn refollow(stacks: &mut Stacks, fd: RawFd, id: u64) -> Result<bool, Error> {
                 sys::dup2(fd, follower_fd)?;
                 stack.entries[index].installed = sys::identity(follower_fd);
             } else {
-                stack.entries[index + 1].saved = sys::save(fd)?;
+                let saved = sys::save(fd)?;
+                crash::retarget(stack.entries[index + 1].id, saved.as_ref());
+                stack.entries[index + 1].saved = saved;
             }
         }
     }

@@ -169,6 +169,8 @@ sys.stderr.write(repr((sys.__stdout__.line_buffering, sys.__stdout__.write_throu
         timeout=30,
     )
     assert child.err.strip() == b"(False, True)"
+
+
 def test_writer_takes_attribute_assignment_like_ipythons_tee() -> None:
     seen: list[str] = []
     with redirect_stdout_fd() as out:

@@ -26,6 +26,8 @@ __all__ = [
     "c_fprintf_stderr",
     "c_printf",
     "c_write",
+    "crash_guard",
+    "crash_unguard",
     "flush_all",
     "shutdown",
 ]
@@ -198,6 +200,18 @@ def flush_all() -> None:
 
 def shutdown() -> None:
     """At interpreter exit: end open live blocks, writing undelivered output to the original fd."""
+
+def crash_guard(fd: int, saved: int, held: int) -> int:
+    """On a fatal signal, point ``fd`` back at ``saved`` and show the file ``held`` there (from its
+    start), before what the blocks entered after this call hold. For a redirect made outside the
+    library (pytest's fd capture). Returns an id for :func:`crash_unguard`.
+
+    Raises:
+        OSError: ``saved`` or ``held`` could not be duplicated.
+    """
+
+def crash_unguard(id: int) -> None:
+    """Forget the guard ``id`` (unknown ids are ignored)."""
 
 def c_printf(text: bytes, flush: bool) -> int:
     """``printf`` into libc's buffered stdout, holding the GIL. Raises OSError on a failed flush."""

@@ -43,10 +43,15 @@ class CapAll(Generic[AnyStr]):
         self._reported = (0, 0)  # what the report sections already show
         self._blocks: tuple[redirect_stdout_fd, redirect_stderr_fd] | None = None
         self._captures: tuple[_native.Captured, _native.Captured] | None = None
+        self._guards: list[int] = []
 
     def _start(self) -> None:
         if self._blocks is not None:
             return
+        self._guards = []
+        for capture in _pytest_fd_captures(self._config):
+            with contextlib.suppress(OSError):  # best effort: a full fd table only costs the crash dump
+                self._guards.append(_native.crash_guard(*capture))
         blocks = (redirect_stdout_fd(encoding=None), redirect_stderr_fd(encoding=None))
         out = blocks[0].__enter__()
         try:
@@ -67,6 +72,9 @@ class CapAll(Generic[AnyStr]):
         self._out += self._captures[0].getbytes()
         self._err += self._captures[1].getbytes()
         self._blocks = self._captures = None
+        for guard in self._guards:
+            _native.crash_unguard(guard)
+        self._guards = []
 
     def _decode(self, data: bytes) -> AnyStr:
         return data if self._binary else data.decode("utf-8", "replace")  # type: ignore[return-value]
@@ -109,6 +117,27 @@ class CapAll(Generic[AnyStr]):
             bytes(self._out[out_from:]).decode("utf-8", "replace"),
             bytes(self._err[err_from:]).decode("utf-8", "replace"),
         )
+
+
+def _pytest_fd_captures(config: pytest.Config) -> list[tuple[int, int, int]]:
+    """pytest's own fd capture of fd 1 and 2 now, as (fd, saved fd, capture file fd).
+
+    If the process crashes inside a test, what pytest captured dies with it: the crash handler is
+    told where pytest keeps it, so it shows that too (pytest #7600). Reads pytest internals; a
+    pytest that keeps them elsewhere only loses this.
+    """
+    manager = config.pluginmanager.getplugin("capturemanager")
+    capturing = getattr(manager, "_global_capturing", None)
+    found: list[tuple[int, int, int]] = []
+    for name in ("out", "err"):
+        capture = getattr(capturing, name, None)
+        fd = getattr(capture, "targetfd", None)
+        saved = getattr(capture, "targetfd_save", None)
+        held = getattr(capture, "tmpfile", None)
+        if fd in (1, 2) and isinstance(saved, int) and held is not None:
+            with contextlib.suppress(OSError, ValueError):  # a closed capture file: nothing to show
+                found.append((fd, saved, held.fileno()))
+    return found
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

@@ -16,6 +16,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError, Weak};
 
 use pyo3::prelude::*;
+use pyo3::sync::Interned;
 use pyo3::types::{PyBytes, PyDict, PyString};
 use pyo3::{intern, PyErr};
 
@@ -278,8 +279,8 @@ impl Live {
         match self.mode {
             Mode::Text { call: false } | Mode::Bytes { call: false } if flush_target => {
                 let target = self.target.bind(py);
-                if target.hasattr(intern!(py, "flush"))? {
-                    target.call_method0(intern!(py, "flush"))?;
+                if target.hasattr(FLUSH.get(py))? {
+                    target.call_method0(FLUSH.get(py))?;
                 }
                 Ok(())
             }
@@ -310,11 +311,11 @@ impl Live {
                 }
                 if !lines.is_empty() {
                     let extra = PyDict::new(py);
-                    extra.set_item(intern!(py, "fdredirect_fd"), self.fd)?;
+                    extra.set_item(FDREDIRECT_FD.get(py), self.fd)?;
                     let kwargs = PyDict::new(py);
-                    kwargs.set_item(intern!(py, "extra"), extra)?;
+                    kwargs.set_item(EXTRA.get(py), extra)?;
                     for line in lines {
-                        target.call_method(intern!(py, "log"), (level, line), Some(&kwargs))?;
+                        target.call_method(LOG.get(py), (level, line), Some(&kwargs))?;
                     }
                 }
             }
@@ -371,7 +372,7 @@ fn call_or_write(target: &Bound<'_, PyAny>, call: bool, piece: &Bound<'_, PyAny>
     if call {
         target.call1((piece,))?;
     } else {
-        target.call_method1(intern!(target.py(), "write"), (piece,))?;
+        target.call_method1(WRITE.get(target.py()), (piece,))?;
     }
     Ok(())
 }
@@ -390,12 +391,12 @@ fn decode<'py>(
             if last {
                 complete.extend(carry.finish());
             }
-            PyBytes::new(py, &complete).call_method1(intern!(py, "decode"), ("utf-8", errors))?
+            PyBytes::new(py, &complete).call_method1(DECODE.get(py), ("utf-8", errors))?
         }
-        Decoder::Stateless => PyBytes::new(py, bytes).call_method1(intern!(py, "decode"), (encoding, errors))?,
+        Decoder::Stateless => PyBytes::new(py, bytes).call_method1(DECODE.get(py), (encoding, errors))?,
         Decoder::Python(decoder) => decoder
             .bind(py)
-            .call_method1(intern!(py, "decode"), (PyBytes::new(py, bytes), last))?,
+            .call_method1(DECODE.get(py), (PyBytes::new(py, bytes), last))?,
     };
     Ok(decoded.cast_into::<PyString>()?)
 }
@@ -413,6 +414,24 @@ const SHUTDOWN_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// The most bytes handed to a target in one call (before decoding).
 const DELIVERY_PIECE: usize = 1 << 20;
+
+// The names that deliveries use, interned once at import (`intern_names`) rather than on first
+// use: PyO3 lets go of the GIL while it makes one, so a delivery thread making a name could be
+// overtaken by interpreter exit, and a `fork()` at that moment would leave the name "being made"
+// forever in the child, whose delivery thread would then wait for it forever.
+static DECODE: Interned = Interned::new("decode");
+static WRITE: Interned = Interned::new("write");
+static FLUSH: Interned = Interned::new("flush");
+static LOG: Interned = Interned::new("log");
+static EXTRA: Interned = Interned::new("extra");
+static FDREDIRECT_FD: Interned = Interned::new("fdredirect_fd");
+
+/// At import, while nothing else runs: see the names above.
+pub fn intern_names(py: Python<'_>) {
+    for name in [&DECODE, &WRITE, &FLUSH, &LOG, &EXTRA, &FDREDIRECT_FD] {
+        name.get(py);
+    }
+}
 
 /// Live blocks still open, for shutdown.
 static ACTIVE: Mutex<Vec<Arc<Live>>> = Mutex::new(Vec::new());

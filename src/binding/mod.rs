@@ -1,6 +1,7 @@
 //! The Python binding: the only code in the crate that touches Python types.
 
 pub mod captured;
+pub mod crash;
 pub mod errors;
 pub mod live;
 pub mod redirect;

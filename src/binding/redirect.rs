@@ -21,6 +21,7 @@ use super::errors::{io_error, removed_file_error, to_pyerr};
 use super::live::{Live, Mode};
 use super::step::Step;
 use super::streams::{activate, deactivate, flush_python};
+use crate::crash::{self, Held};
 use crate::error::Subject;
 use crate::reader::{self, Channel};
 use crate::stack::{self, Sink};
@@ -141,18 +142,21 @@ fn undo_switch(py: Python<'_>, fd: RawFd, id: u64) {
     let _ = py.detach(|| stack::exit(fd, id, false));
 }
 
-/// The channels of open tee blocks whose target is not live (a capture, a file), per fd: a
-/// synchronisation point drains them, so the reader has forwarded every byte written so far.
-static TEES: Mutex<Vec<(RawFd, Arc<Channel>)>> = Mutex::new(Vec::new());
+/// The channels of open tee blocks whose target is not live (a capture, a file), per fd, with the
+/// fork generation they were made in: a synchronisation point drains them, so the reader has
+/// forwarded every byte written so far. A forked child never touches its parent's (their lock
+/// may have been held by the parent's reader at the fork).
+static TEES: Mutex<Vec<(RawFd, u64, Arc<Channel>)>> = Mutex::new(Vec::new());
 
 /// A synchronisation point for every block open on `fd`: tee destinations and live targets get
 /// everything written so far (see `Redirect::sync`). Used by `FdWriter.flush()`.
 pub fn sync_fd(py: Python<'_>, fd: RawFd) -> PyResult<()> {
     py.detach(crate::flush::flush_native);
+    let generation = stack::generation();
     let tees: Vec<Arc<Channel>> = super::lock(py, &TEES)
         .iter()
-        .filter(|(f, _)| *f == fd)
-        .map(|(_, c)| Arc::clone(c))
+        .filter(|(f, made_in, _)| *f == fd && *made_in == generation)
+        .map(|(_, _, c)| Arc::clone(c))
         .collect();
     for channel in &tees {
         py.detach(|| channel.drain());
@@ -358,7 +362,7 @@ impl Redirect {
             ..
         } = switched;
         if let Some(channel) = &tee {
-            super::lock(py, &TEES).push((fd, Arc::clone(channel)));
+            super::lock(py, &TEES).push((fd, stack::generation(), Arc::clone(channel)));
         }
         self.lock(py).push(Active {
             id,
@@ -388,7 +392,7 @@ impl Redirect {
             entries.remove(index)
         };
         if let Some(channel) = &active.tee {
-            super::lock(py, &TEES).retain(|(_, c)| !Arc::ptr_eq(c, channel));
+            super::lock(py, &TEES).retain(|(_, _, c)| !Arc::ptr_eq(c, channel));
         }
         // An interrupt raised by a Python stream's flush is raised once everything is restored.
         let interrupted = flush_python(py).err();
@@ -479,6 +483,14 @@ impl Redirect {
             Sink::Path(_) => (None, entered.capture),
             _ => (entered.capture, None),
         };
+        if let Some(memfd) = &memfd {
+            let held = Held {
+                memfd: Some(memfd.as_raw_fd()),
+                pipe: None,
+                channel: None,
+            };
+            crash::attach(id, &held);
+        }
         let captured = match memfd.map(|memfd| self.new_captured(py, memfd)).transpose() {
             Ok(captured) => captured,
             Err(err) => {
@@ -508,6 +520,7 @@ impl Redirect {
     ) -> PyResult<Switched> {
         let fd = self.fd;
         let (read, write) = reader::pipe().map_err(io_error)?;
+        let read_end = read.as_raw_fd();
         let mut forward = Vec::new();
         let mut memfd = None;
         match sink {
@@ -542,6 +555,15 @@ impl Redirect {
                 channel.park();
                 reader::register(Arc::clone(&channel))?;
                 let entered = stack::enter(fd, &Sink::Fd(write_end), true).and_then(|entered| {
+                    // On a crash, what the pipe holds is shown, and what awaits delivery (unless
+                    // a tee already copied it to the original destination).
+                    let undelivered = (live.is_some() || in_memory) && !tee;
+                    let held = Held {
+                        memfd: None,
+                        pipe: Some(read_end),
+                        channel: undelivered.then_some(&channel),
+                    };
+                    crash::attach(entered.id, &held);
                     match tee_original(&channel, tee, entered.original.as_ref()) {
                         Ok(()) => Ok(entered),
                         Err(err) => {

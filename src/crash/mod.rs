@@ -1,0 +1,254 @@
+//! A crash inside a block does not swallow the evidence. When the process dies on a fatal signal
+//! (SIGSEGV, SIGABRT, SIGBUS, SIGFPE, SIGILL), the handler here points every redirected fd back
+//! at where it pointed before the outer-most block (`dup2`), then writes there, outer-most block
+//! first, what was captured and not yet handed to the user: a memory file (read with `pread`), a
+//! live or tee pipe's contents, a live target's undelivered bytes. Then the previous handler, or
+//! the default action, runs.
+//!
+//! The handler may only make async-signal-safe calls: no allocation, no lock that can block.
+//! So the stack's state is mirrored in a fixed table of atomics (`track`/`retarget`/`untrack`,
+//! called under the stack lock), and each slot owns its own copies of the fds it reads, so a
+//! number it holds is never closed and reused behind its back.
+//!
+//! A slot being changed (`BUSY`) is waited for briefly; a slot being dumped (`DUMPING`) makes a
+//! changer wait until the dump is over — the process is dying, and closing the saved fd would
+//! make the handler write to a reused number.
+
+mod dump;
+mod signals;
+
+use std::os::fd::{AsRawFd, RawFd};
+use std::ptr;
+use std::sync::atomic::{AtomicI32, AtomicPtr, AtomicU32, AtomicU64, Ordering};
+use std::sync::Arc;
+
+use crate::reader::Channel;
+use signals::{ensure_signal_stack, install};
+
+/// Active entries the handler can see; beyond this nesting depth (all fds, all threads), entries
+/// are not covered.
+const SLOTS: usize = 64;
+
+const FREE: u32 = 0;
+const BUSY: u32 = 1;
+const ACTIVE: u32 = 2;
+const DUMPING: u32 = 3;
+
+struct Slot {
+    state: AtomicU32,
+    id: AtomicU64,
+    /// Enter order, across fds and threads: the highest is the inner-most.
+    order: AtomicU64,
+    generation: AtomicU64,
+    fd: AtomicI32,
+    /// The stack entry's saved fd (owned by the stack); -1 when the fd was closed before.
+    saved: AtomicI32,
+    /// A copy of the capture's memory file, owned by the slot; -1 if none.
+    memfd: AtomicI32,
+    /// A copy of the live pipe's read end (non-blocking), owned by the slot; -1 if none.
+    pipe: AtomicI32,
+    /// For a guard (`guard`): the slot's own copy of `saved`, closed with the slot; -1 otherwise.
+    owned_saved: AtomicI32,
+    /// `Arc::into_raw` of a live target's channel: its undelivered bytes. Null if none.
+    channel: AtomicPtr<Channel>,
+}
+
+impl Slot {
+    const fn new() -> Self {
+        Slot {
+            state: AtomicU32::new(FREE),
+            id: AtomicU64::new(0),
+            order: AtomicU64::new(0),
+            generation: AtomicU64::new(0),
+            fd: AtomicI32::new(-1),
+            saved: AtomicI32::new(-1),
+            memfd: AtomicI32::new(-1),
+            pipe: AtomicI32::new(-1),
+            owned_saved: AtomicI32::new(-1),
+            channel: AtomicPtr::new(ptr::null_mut()),
+        }
+    }
+}
+
+static TABLE: [Slot; SLOTS] = [const { Slot::new() }; SLOTS];
+static ORDER: AtomicU64 = AtomicU64::new(1);
+fn raw(fd: Option<&impl AsRawFd>) -> RawFd {
+    fd.map_or(-1, AsRawFd::as_raw_fd)
+}
+
+fn sleep_ms(ms: i64) {
+    let time = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: ms * 1_000_000,
+    };
+    // SAFETY: a valid timespec; nanosleep is async-signal-safe.
+    unsafe { libc::nanosleep(&raw const time, ptr::null_mut()) };
+}
+
+/// Take the slot of entry `id` for a change: `ACTIVE` -> `BUSY`. Waits while it is being dumped.
+fn lock_slot(id: u64) -> Option<&'static Slot> {
+    for slot in &TABLE {
+        if slot.state.load(Ordering::Acquire) == FREE || slot.id.load(Ordering::Acquire) != id {
+            continue;
+        }
+        loop {
+            match slot
+                .state
+                .compare_exchange(ACTIVE, BUSY, Ordering::AcqRel, Ordering::Acquire)
+            {
+                Ok(_) if slot.id.load(Ordering::Acquire) == id => return Some(slot),
+                Ok(_) => {
+                    slot.state.store(ACTIVE, Ordering::Release);
+                    break; // reused for another entry meanwhile
+                }
+                Err(FREE) => break,
+                Err(DUMPING) => sleep_ms(1),
+                Err(_) => std::thread::yield_now(),
+            }
+        }
+    }
+    None
+}
+
+/// In a forked child: a slot that another thread of the parent was changing at the fork (`attach`
+/// runs outside the stack lock) would stay `BUSY` forever, and leaving the inherited block would
+/// wait for it. That thread does not exist here: the slot is as complete as it will ever be.
+pub fn forked_child() {
+    for slot in &TABLE {
+        let _ = slot
+            .state
+            .compare_exchange(BUSY, ACTIVE, Ordering::AcqRel, Ordering::Relaxed);
+    }
+}
+
+/// A new entry `id` on `fd` (called by `stack::enter` under the stack lock).
+pub fn track(id: u64, fd: RawFd, saved: Option<&impl AsRawFd>, generation: u64) {
+    for slot in &TABLE {
+        if slot
+            .state
+            .compare_exchange(FREE, BUSY, Ordering::AcqRel, Ordering::Relaxed)
+            .is_err()
+        {
+            continue;
+        }
+        slot.id.store(id, Ordering::Relaxed);
+        slot.order
+            .store(ORDER.fetch_add(1, Ordering::Relaxed), Ordering::Relaxed);
+        slot.generation.store(generation, Ordering::Relaxed);
+        slot.fd.store(fd, Ordering::Relaxed);
+        slot.saved.store(raw(saved), Ordering::Relaxed);
+        slot.state.store(ACTIVE, Ordering::Release);
+        return;
+    }
+}
+
+/// Entry `id` now restores to `saved` (an out-of-order exit relinked the stack). Must be called
+/// before the previous saved fd is closed.
+pub fn retarget(id: u64, saved: Option<&impl AsRawFd>) {
+    if let Some(slot) = lock_slot(id) {
+        slot.saved.store(raw(saved), Ordering::Relaxed);
+        slot.state.store(ACTIVE, Ordering::Release);
+    }
+}
+
+/// Entry `id` has ended (called by `stack::exit` before its saved fd is closed).
+pub fn untrack(id: u64) {
+    let Some(slot) = lock_slot(id) else {
+        return;
+    };
+    for fd in [&slot.memfd, &slot.pipe, &slot.owned_saved] {
+        let fd = fd.swap(-1, Ordering::Relaxed);
+        if fd >= 0 {
+            crate::sys::close(fd);
+        }
+    }
+    let channel = slot.channel.swap(ptr::null_mut(), Ordering::Relaxed);
+    slot.saved.store(-1, Ordering::Relaxed);
+    slot.state.store(FREE, Ordering::Release);
+    if !channel.is_null() {
+        // SAFETY: the pointer came from `Arc::into_raw` in `attach`, and was swapped out above.
+        drop(unsafe { Arc::from_raw(channel) });
+    }
+}
+
+/// What a block holds that the user has not seen yet.
+pub struct Held<'a> {
+    /// The memory file of a capture (not a tee's: that was shown as it arrived).
+    pub memfd: Option<RawFd>,
+    /// The read end of a live or tee block's pipe.
+    pub pipe: Option<RawFd>,
+    /// A live target's channel (not a tee's), whose undelivered bytes are shown too.
+    pub channel: Option<&'a Arc<Channel>>,
+}
+
+/// Record what entry `id` holds, and install the signal handlers on first use. Best effort: a
+/// failure only costs the crash dump of this block.
+pub fn attach(id: u64, held: &Held<'_>) {
+    install();
+    ensure_signal_stack();
+    let copy = |fd: Option<RawFd>| fd.and_then(|fd| crate::sys::dup_above_stdio(fd).ok());
+    let (memfd, pipe) = (copy(held.memfd), copy(held.pipe));
+    let Some(slot) = lock_slot(id) else {
+        return;
+    };
+    slot.memfd
+        .store(memfd.map_or(-1, std::os::fd::IntoRawFd::into_raw_fd), Ordering::Relaxed);
+    slot.pipe
+        .store(pipe.map_or(-1, std::os::fd::IntoRawFd::into_raw_fd), Ordering::Relaxed);
+    if let Some(channel) = held.channel {
+        let channel = Arc::into_raw(Arc::clone(channel)).cast_mut();
+        slot.channel.store(channel, Ordering::Relaxed);
+    }
+    slot.state.store(ACTIVE, Ordering::Release);
+}
+
+/// Guards have ids of their own, apart from the stack's.
+static NEXT_GUARD: AtomicU64 = AtomicU64::new(1 << 63);
+
+/// A redirect made by someone else (pytest's own fd capture) whose captured bytes a crash should
+/// show too: `fd` points at the file `held` and pointed at `saved` before. The table keeps its own
+/// copies of both. Entered before the library's own blocks, it is their outer-most: on a crash
+/// `fd` goes back to `saved`, and `held` (from its start), then the blocks' bytes, are shown there.
+pub fn guard(fd: RawFd, saved: RawFd, held: RawFd) -> std::io::Result<u64> {
+    let saved = crate::sys::dup_above_stdio(saved)?;
+    let held = crate::sys::dup_above_stdio(held)?;
+    install();
+    let id = NEXT_GUARD.fetch_add(1, Ordering::Relaxed);
+    track(id, fd, Some(&saved), crate::stack::generation());
+    if let Some(slot) = lock_slot(id) {
+        slot.owned_saved
+            .store(std::os::fd::IntoRawFd::into_raw_fd(saved), Ordering::Relaxed);
+        slot.memfd
+            .store(std::os::fd::IntoRawFd::into_raw_fd(held), Ordering::Relaxed);
+        slot.state.store(ACTIVE, Ordering::Release);
+    }
+    Ok(id)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{capture, sys};
+
+    fn slot(id: u64) -> Option<&'static Slot> {
+        TABLE
+            .iter()
+            .find(|s| s.state.load(Ordering::Acquire) != FREE && s.id.load(Ordering::Acquire) == id)
+    }
+
+    #[test]
+    fn guard_owns_its_copies_until_untracked() {
+        let (read, write) = sys::pipe_cloexec().unwrap();
+        let file = capture::create().unwrap();
+        let id = guard(write.as_raw_fd(), write.as_raw_fd(), file.as_raw_fd()).unwrap();
+        let entry = slot(id).unwrap();
+        let (saved, held) = (entry.saved.load(Ordering::Relaxed), entry.memfd.load(Ordering::Relaxed));
+        assert_eq!(entry.owned_saved.load(Ordering::Relaxed), saved);
+        assert!(saved > 2 && held > 2 && saved != write.as_raw_fd() && held != file.as_raw_fd());
+        retarget(id, Some(&read));
+        assert_eq!(entry.saved.load(Ordering::Relaxed), read.as_raw_fd());
+        untrack(id);
+        assert!(slot(id).is_none());
+        assert!(sys::access_mode(held).is_err(), "the slot's copy of the file is closed");
+    }
+}
