@@ -3,7 +3,6 @@ fresh interpreter with a watchdog per case, plus rounds of blocks overlapping ac
 
     python bench/stress.py                        # 2000 cases + 200 overlap rounds
     python bench/stress.py --cases 500 --seed 7   # reproducible subset
-    python bench/stress.py --skip-known           # leave out the cases that fail on the old code
 
 Random: nesting depth 1-4 of every kind of block (tests/stress_child.py), GIL held or released,
 1-4 writer threads, sizes from below to far above a pipe, a forked writer or a child outliving
@@ -30,7 +29,7 @@ from pathlib import Path
 TESTS = Path(__file__).resolve().parent.parent / "tests"
 sys.path.insert(0, str(TESTS))
 
-from test_stress import known_failure, run_cases  # noqa: E402
+from test_stress import run_cases  # noqa: E402
 
 from stress_child import KINDS, Case  # noqa: E402 - the tests directory is not a package
 
@@ -133,14 +132,11 @@ def main() -> int:
     # logger: a line split between two blocks makes two records, counted one byte too many.
     parser.add_argument("--overlap-kinds", nargs="+", default=["stringio", "callable"], help="block kinds")
     parser.add_argument("--watchdog", type=float, default=20, help="seconds one case may take")
-    parser.add_argument("--skip-known", action="store_true", help="leave out cases that fail on the old code")
     parser.add_argument("--show", type=int, default=5, help="failures printed in full")
     args = parser.parse_args()
 
     rng = random.Random(args.seed)
     cases = [random_case(rng) for _ in range(args.cases)]
-    if args.skip_known:
-        cases = [case for case in cases if not known_failure(case)]
     failures: list[str] = []
     started = time.monotonic()
     with tempfile.TemporaryDirectory() as tmp:
