@@ -51,17 +51,9 @@ impl Forward {
         match self {
             Forward::Fd { failed: true, .. } => Ok(()),
             Forward::Fd { fd, failed } => {
-                let mut written = 0;
-                loop {
-                    match sys::write_all(fd.as_raw_fd(), data, &mut written) {
-                        Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                        Err(e) => {
-                            *failed = true;
-                            return Err(e);
-                        }
-                        Ok(()) => return Ok(()),
-                    }
-                }
+                let sent = sys::write_all_waiting(fd.as_raw_fd(), data);
+                *failed = sent.is_err();
+                sent
             }
             Forward::Channel { to, .. } => {
                 to.take_in(data);

@@ -219,7 +219,7 @@ fn run(wake: &OwnedFd, timer: RawFd) {
 pub fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
     let (read, write) = sys::pipe_cloexec()?;
     sys::set_nonblocking(read.as_raw_fd())?;
-    Ok((sys::lift_above_stdio(read)?, sys::lift_above_stdio(write)?))
+    Ok((read, write))
 }
 
 #[cfg(test)]

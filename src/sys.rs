@@ -127,21 +127,46 @@ pub fn write_all(fd: RawFd, data: &[u8], written: &mut usize) -> io::Result<()> 
     Ok(())
 }
 
-/// A pipe, both ends close-on-exec.
+/// A pipe, both ends close-on-exec and above the standard streams: with fd 1 closed, `pipe2`
+/// would hand out 1, and restoring "fd 1 closed" at a block's end would close the library's pipe.
 pub fn pipe_cloexec() -> io::Result<(OwnedFd, OwnedFd)> {
     let mut fds = [0 as libc::c_int; 2];
     // SAFETY: pipe2 fills `fds` with two new fds that we own.
     check(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) })?;
     // SAFETY: both fds were just created by pipe2.
-    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+    let (read, write) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    Ok((lift_above_stdio(read)?, lift_above_stdio(write)?))
 }
 
-/// A pipe, both ends close-on-exec and non-blocking.
+/// A pipe, both ends close-on-exec, non-blocking and above the standard streams.
 pub fn pipe_nonblocking() -> io::Result<(OwnedFd, OwnedFd)> {
     let (read, write) = pipe_cloexec()?;
     set_nonblocking(read.as_raw_fd())?;
     set_nonblocking(write.as_raw_fd())?;
     Ok((read, write))
+}
+
+/// `write(2)` all of `data` as a blocking write would, also when the open file description is
+/// non-blocking (set by someone else: a parent's Node.js or asyncio pipe): `EAGAIN` waits until
+/// the fd is writable. `EINTR` retries.
+pub fn write_all_waiting(fd: RawFd, data: &[u8]) -> io::Result<()> {
+    let mut written = 0;
+    loop {
+        match write_all(fd, data, &mut written) {
+            Ok(()) => return Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                let mut polled = libc::pollfd {
+                    fd,
+                    events: libc::POLLOUT,
+                    revents: 0,
+                };
+                // SAFETY: one valid pollfd. Errors (EINTR) just lead to another write attempt.
+                unsafe { libc::poll(&raw mut polled, 1, -1) };
+            }
+            Err(e) => return Err(e),
+        }
+    }
 }
 
 /// Wait until at least one of `fds` is readable (or hung up); returns which are. A signal ends
