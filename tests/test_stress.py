@@ -21,8 +21,6 @@ from conftest import run_child
 from stress_child import KINDS, Case, marker, whole_lines
 
 TESTS = Path(__file__).parent
-PIPE_KINDS = {"stringio", "callable", "logger", "tee", "tee_live"}
-TEE_KINDS = {"tee", "tee_live"}
 
 
 # The child's real fds on regular files (reopened O_APPEND so fd 1 and 2 never overwrite each other):
