@@ -21,6 +21,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<binding::redirect::Redirect>()?;
     m.add_class::<binding::captured::Captured>()?;
     m.add_class::<binding::streams::FdWriter>()?;
+    m.add_class::<binding::step::Step>()?;
     m.add_function(wrap_pyfunction!(binding::flush_all, m)?)?;
     m.add_function(wrap_pyfunction!(binding::shutdown, m)?)?;
     for (name, kind) in [

@@ -9,7 +9,7 @@ use std::ffi::CStr;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::{Mutex, MutexGuard, PoisonError, TryLockError};
 
 use crate::error::{Error, Subject};
 use crate::{capture, flush, sys};
@@ -206,6 +206,17 @@ pub fn exit(fd: RawFd, id: u64, keep_restored: bool) -> Result<Exited, Error> {
     })
 }
 
+/// Drop the ids of entries that have ended, on any fd. Never waits: when the stacks are busy
+/// (another thread switching, or a `fork()` in progress) nothing is dropped this time.
+pub fn retain_active(ids: &mut Vec<u64>) {
+    let stacks = match STACKS.try_lock() {
+        Ok(stacks) => stacks,
+        Err(TryLockError::Poisoned(poisoned)) => poisoned.into_inner(),
+        Err(TryLockError::WouldBlock) => return,
+    };
+    ids.retain(|id| stacks.0.iter().any(|s| s.entries.iter().any(|e| e.id == *id)));
+}
+
 /// Entries elsewhere that follow `fd`'s entry `id` (`2>&1` made while it was current) point at
 /// its sink, which is going away: point them at what `fd` is now.
 fn refollow(stacks: &mut Stacks, fd: RawFd, id: u64) -> Result<bool, Error> {
@@ -269,6 +280,19 @@ mod tests {
         write(fd, b"after");
         assert_eq!(contents(outer.capture.as_ref().unwrap()), b"inside");
         assert!(matches!(exit(fd, outer.id, false), Err(Error::NotActive)));
+    }
+
+    #[test]
+    fn retain_active_drops_ended_entries_only() {
+        let _serial = serial();
+        let (_keep, fd) = private_fd();
+        let ended = enter(fd, &Sink::DevNull, false).unwrap();
+        exit(fd, ended.id, false).unwrap();
+        let open = enter(fd, &Sink::DevNull, false).unwrap();
+        let mut ids = vec![ended.id, open.id, u64::MAX];
+        retain_active(&mut ids);
+        assert_eq!(ids, [open.id]);
+        exit(fd, open.id, false).unwrap();
     }
 
     #[test]

@@ -8,6 +8,7 @@ import logging
 import os
 import sys
 import time
+from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -273,6 +274,53 @@ def test_a_logger_that_would_write_into_its_own_input_is_refused(configure: str)
         own.close()
     logger.handlers.clear()
     parent.handlers.clear()
+
+
+@pytest.mark.parametrize(
+    ("path", "stream"),
+    [
+        ("/dev/stderr", "stderr"),
+        ("/dev/fd/2", "stderr"),
+        ("/proc/self/fd/2", "stderr"),
+        ("/proc/<pid>/fd/2", "stderr"),
+        ("/dev/stdout", "stdout"),
+        ("symlink to /dev/stdout", "stdout"),
+    ],
+)
+def test_a_delayed_file_handler_opening_the_redirected_fd_is_refused(tmp_path: Path, path: str, stream: str) -> None:
+    # Opened at its first record, inside the block: the path then leads to the block's own pipe.
+    path = path.replace("<pid>", str(os.getpid()))
+    if path.startswith("symlink"):
+        (tmp_path / "out").symlink_to("/dev/stdout")
+        path = str(tmp_path / "out")
+    logger = logging.getLogger(f"fdredirect.test.delayed.{stream}")
+    logger.propagate = False
+    logger.addHandler(logging.FileHandler(path, delay=True))
+    redirect = redirect_stdout_fd if stream == "stdout" else redirect_stderr_fd
+    before = (open_fds(), sys.stdout, sys.stderr)
+    try:
+        with pytest.raises(ValueError, match=rf"^logger '{logger.name}' has .*{stream}.*endless loop"):
+            redirect(logger)
+        assert (open_fds(), sys.stdout, sys.stderr) == before
+    finally:
+        logger.handlers.clear()
+
+
+def test_a_delayed_file_handler_on_another_file_or_the_other_fd_is_accepted(tmp_path: Path) -> None:
+    logger = logging.getLogger("fdredirect.test.delayed.accepted")
+    logger.propagate = False
+    logger.setLevel(logging.INFO)
+    logger.addHandler(logging.FileHandler(tmp_path / "log", delay=True))
+    logger.addHandler(logging.FileHandler("/dev/stdout", delay=True))  # fd 1 is not redirected below
+    handlers = list(logger.handlers)
+    try:
+        with redirect_stderr_fd(logger, level=logging.INFO):
+            c_write(2, "to the log\n")
+        assert (tmp_path / "log").read_text() == "to the log\n"
+    finally:
+        for handler in handlers:
+            handler.close()
+        logger.handlers.clear()
 
 
 def test_unconfigured_logger_on_stdout_is_accepted() -> None:

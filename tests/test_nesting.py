@@ -153,11 +153,18 @@ sys.__stdout__.write("CAPTURED: " + repr(out.getvalue()) + "\\n")
 
 def test_exit_without_enter_is_a_runtime_error() -> None:
     redirect = redirect_stdout_fd()
-    with pytest.raises(RuntimeError, match=r"^__exit__ without a matching __enter__ in this thread$"):
+    with pytest.raises(RuntimeError, match=r"^__exit__ without a matching __enter__$"):
+        redirect.__exit__(None, None, None)
+    with redirect:
+        pass
+    with pytest.raises(RuntimeError, match=r"^__exit__ without a matching __enter__$"):
         redirect.__exit__(None, None, None)
 
 
-def test_exit_from_another_thread_is_refused_and_the_block_still_ends() -> None:
+def test_exit_in_another_thread_ends_the_instances_newest_block() -> None:
+    # No entry of the instance was entered in the other thread's context: the exit ends the
+    # instance's newest block rather than leave the fd switched for good.
+    before = (os.fstat(1), sys.stdout)
     redirect = redirect_stdout_fd(DEVNULL)
     redirect.__enter__()
     errors: list[BaseException] = []
@@ -165,14 +172,16 @@ def test_exit_from_another_thread_is_refused_and_the_block_still_ends() -> None:
     def other() -> None:
         try:
             redirect.__exit__(None, None, None)
-        except RuntimeError as e:
+        except BaseException as e:
             errors.append(e)
 
     thread = threading.Thread(target=other)
     thread.start()
     thread.join()
-    redirect.__exit__(None, None, None)
-    assert len(errors) == 1
+    assert errors == []
+    assert (os.path.samestat(os.fstat(1), before[0]), sys.stdout) == (True, before[1])
+    with pytest.raises(RuntimeError, match=r"^__exit__ without a matching __enter__$"):
+        redirect.__exit__(None, None, None)
 
 
 def test_decorator_sync_and_async(tmp_path: Path) -> None:

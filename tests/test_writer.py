@@ -7,6 +7,7 @@ import sys
 
 import pytest
 
+from conftest import run_ok
 from fdredirect import redirect_stderr_fd, redirect_stdout_fd
 
 
@@ -73,3 +74,98 @@ def test_writer_encoding_follows_the_innermost_block() -> None:
         print("\u00e9", file=sys.stderr)
     assert inner.getbytes() == b"\xc3\xa9\n"
     assert outer.getbytes() == b"\xe9\n"
+
+
+@pytest.mark.parametrize("target", ["None", "io.StringIO()"])
+@pytest.mark.parametrize("when", ["enter", "exit"])
+@pytest.mark.parametrize("raised", ["KeyboardInterrupt", "SystemExit", "ValueError"])
+def test_an_interrupt_raised_by_a_python_stream_flush_is_never_lost(target: str, when: str, raised: str) -> None:
+    # sys.stderr is a Python object (pytest, Jupyter): its flush() runs at every switch of fd 1.
+    # An interrupt is raised after the switch is complete (at enter: nothing was switched; at exit:
+    # everything is restored and the capture finished). An ordinary exception of a broken stream
+    # is ignored: the redirect itself works, and the stream's next write reports the fault.
+    child = run_ok(
+        f"""
+import io, os, sys
+from fdredirect import redirect_stdout_fd
+from fdredirect.testing import c_write
+
+class Stream:
+    armed = False
+    def write(self, text):
+        return len(text)
+    def flush(self):
+        if self.armed:
+            self.armed = False
+            raise {raised}("from flush")
+
+with redirect_stdout_fd({target}):  # the reader threads, if any, exist before counting
+    pass
+original, fds = sys.stdout, sorted(os.listdir("/proc/self/fd"))
+sys.stderr = stream = Stream()
+stream.armed = {when == "enter"}
+raised = out = None
+try:
+    with redirect_stdout_fd({target}) as out:
+        c_write(1, "inside\\n")
+        stream.armed = {when == "exit"}
+except BaseException as e:
+    raised = repr(e)
+c_write(1, "after\\n")
+state = (sys.stdout is original, sorted(os.listdir("/proc/self/fd")) == fds)
+sys.__stderr__.write(repr((raised, state, out and out.getvalue())) + "\\n")
+""",
+        timeout=30,
+    )
+    assert child.out == b"after\n"
+    if raised == "ValueError":
+        expected: tuple[object, ...] = (None, (True, True), "inside\n")
+    elif when == "enter":
+        expected = (f"{raised}('from flush')", (True, True), None)
+    else:
+        expected = (f"{raised}('from flush')", (True, True), "inside\n")
+    assert child.err.decode().strip() == repr(expected)
+
+
+def test_python_writes_to_sys_dunder_stdout_keep_their_place_among_native_output(unbuffered: bool) -> None:
+    # sys.__stdout__ is a buffered TextIOWrapper on fd 1: inside a block it is line-buffered, so
+    # each complete line reaches the fd when written, in order with (flushed) native output.
+    child = run_ok(
+        """
+import sys
+from fdredirect import redirect_stdout_fd
+from fdredirect.testing import c_printf, c_write
+stream = sys.__stdout__
+before = (stream.line_buffering, stream.write_through)
+with redirect_stdout_fd() as out:
+    print("py 1", file=sys.__stdout__)
+    c_write(1, "c 1\\n")
+    with redirect_stdout_fd() as inner:
+        print("py 2", file=sys.__stdout__)
+        c_printf("c 2\\n", flush=True)
+    print("py 3", file=sys.__stdout__)
+    c_write(1, "c 3\\n")
+after = (stream.line_buffering, stream.write_through)
+print("done")
+sys.stderr.write(repr((out.getvalue(), inner.getvalue(), before == after)) + "\\n")
+""",
+        unbuffered=unbuffered,
+        timeout=30,
+    )
+    assert child.out == b"done\n"
+    assert child.err.decode().strip() == repr(("py 1\nc 1\npy 3\nc 3\n", "py 2\nc 2\n", True))
+
+
+def test_a_line_buffering_chosen_inside_the_block_is_kept() -> None:
+    child = run_ok(
+        """
+import sys
+from fdredirect import redirect_stdout_fd
+with redirect_stdout_fd():
+    sys.__stdout__.reconfigure(line_buffering=False, write_through=True)
+sys.stderr.write(repr((sys.__stdout__.line_buffering, sys.__stdout__.write_through)) + "\\n")
+""",
+        unbuffered=False,
+        timeout=30,
+    )
+    assert child.err.strip() == b"(False, True)"

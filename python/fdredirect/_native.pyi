@@ -1,7 +1,8 @@
 """The native core of fdredirect (Rust, PyO3). Private: use the ``fdredirect`` package."""
 
+from collections.abc import Generator
 from types import TracebackType
-from typing import Any, final
+from typing import Any, NoReturn, final
 
 from typing_extensions import Self, disjoint_base
 
@@ -19,6 +20,7 @@ __all__ = [
     "Captured",
     "FdWriter",
     "Redirect",
+    "Step",
     "__version__",
     "c_emit",
     "c_fprintf_stderr",
@@ -70,6 +72,8 @@ class Redirect:
 
         Raises:
             OSError: the sink could not be opened (with the path or fd), or the fd table is full.
+            BaseException: a ``KeyboardInterrupt`` (or other non-``Exception``) raised by a Python
+                stream's ``flush``; nothing was switched.
         """
     def __exit__(
         self,
@@ -79,15 +83,39 @@ class Redirect:
     ) -> bool:
         """Flush, restore the fd, read back a capture. Never suppresses the exception.
 
+        Ends the newest entry entered in the current execution context (thread, or asyncio task),
+        else the instance's newest entry (a generator finished in another thread).
+
         Raises:
-            RuntimeError: no matching ``__enter__`` in this thread, or a ``STDOUT`` stderr block begun
+            BaseException: a ``KeyboardInterrupt`` (or other non-``Exception``) raised by a Python
+                stream's ``flush``, once everything was restored and finished.
+            RuntimeError: the instance has no open entry, or a ``STDOUT`` stderr block begun
                 inside this stdout block is still open (both fds were restored first).
             Exception: the first exception a live target raised (after the fd was restored).
         """
+    def __aenter__(self) -> Step:
+        """An awaitable that enters when first stepped (``__enter__`` in one native call)."""
+    def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> Step:
+        """Exit now (as ``__exit__``, raising what it raises); the awaitable hands back ``False``."""
     @property
     def fd(self) -> int: ...
     @property
     def target(self) -> Any: ...
+
+@final
+class Step:
+    """The awaitable of ``async with``: its first step does the work in one native call and
+    finishes (raises ``StopIteration`` with the result); it never suspends."""
+
+    def __await__(self) -> Generator[Any, None, Any]: ...
+    def __iter__(self) -> Self: ...
+    def __next__(self) -> NoReturn: ...
+    def send(self, _value: object) -> NoReturn: ...
 
 @final
 class Captured:
@@ -130,7 +158,12 @@ class FdWriter:
 
 def flush_all() -> None:
     """Flush ``sys.stdout``/``sys.stderr`` (and ``__stdout__``/``__stderr__``), libc's stdout and
-    stderr, and every loaded libstdc++ and libgfortran."""
+    stderr, and every loaded libstdc++ and libgfortran.
+
+    Raises:
+        BaseException: a ``KeyboardInterrupt`` (or other non-``Exception``) raised by a Python
+            stream's ``flush``, after everything else was flushed.
+    """
 
 def shutdown() -> None:
     """At interpreter exit: end open live blocks, writing undelivered output to the original fd."""

@@ -6,7 +6,6 @@ from __future__ import annotations
 import functools
 import inspect
 import logging
-from types import TracebackType
 from typing import TYPE_CHECKING, Any, Callable, TypeVar, cast
 
 from . import _native
@@ -42,17 +41,6 @@ class _RedirectFd(_native.Redirect):
         elif isinstance(level, bool) or not isinstance(level, int):
             raise TypeError(f"level must be an int (a logging level), not {type(level).__name__}")
         return super().__new__(cls, cls._FD, kind, arg, target, encoding, errors, tee, level)
-
-    async def __aenter__(self) -> Any:
-        return self.__enter__()
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> bool:
-        return self.__exit__(exc_type, exc, tb)
 
     def __call__(self, func: _F) -> _F:
         """Use as a decorator: every call of ``func`` runs inside the redirect."""
@@ -103,8 +91,15 @@ class redirect_stdout_fd(_RedirectFd):  # noqa: N801 - named like contextlib.red
         level: the level of logger records (default ``logging.INFO``).
 
     The redirect is process-wide: every thread's output to fd 1 goes to ``target`` while the block
-    runs. One instance may be reused, nested, and used from several threads and as a decorator
-    (also on ``async def`` functions, where ``async with`` is used).
+    runs. One instance may be reused, nested, and used from several threads and asyncio tasks and
+    as a decorator (also on ``async def`` functions, where ``async with`` is used). Each exit ends
+    the newest block of the instance entered in the same thread or task, so blocks may end in any
+    order; an exit with no such block (a generator suspended in a block and finished in another
+    thread) ends the instance's newest block, so fd 1 and ``sys.stdout`` always come back.
+
+    ``sys.__stdout__`` is line-buffered while a block is open on fd 1, so complete lines written
+    to it stay in order with flushed native output. A ``KeyboardInterrupt`` raised by a Python
+    stream's ``flush()`` during the switch is raised, never swallowed (at exit, after restoring).
 
     Example::
 

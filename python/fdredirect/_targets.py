@@ -6,6 +6,7 @@ import codecs
 import io
 import logging
 import os
+import re
 import subprocess
 import sys
 from typing import Any
@@ -97,11 +98,34 @@ def _writes_to_fd(stream: object, fd: int) -> bool:
         return False
 
 
+def _opens_fd(path: str, fd: int) -> bool:
+    """Whether opening ``path`` opens whatever this process's ``fd`` points at at that moment:
+    ``/dev/stderr``, ``/dev/fd/2``, ``/proc/self/fd/2``, ``/proc/<pid>/fd/2`` or a symlink to one.
+
+    Opened inside the block, such a path leads to the block's own pipe. A path that is merely the
+    same file as the fd (``2>>app.log`` and a handler on ``app.log``) is opened on its own and its
+    writes do not pass through the fd, so it is not a loop (``os.path.samestat`` would refuse it).
+    """
+    fd_dir = re.compile(rf"/proc/{os.getpid()}(/task/\d+)?/fd")
+    for _ in range(40):  # as many symlink hops as the kernel follows
+        parent, name = os.path.split(os.path.abspath(path))
+        if name == str(fd) and fd_dir.fullmatch(os.path.realpath(parent)):
+            return True
+        try:
+            target = os.readlink(path)
+        except OSError:
+            return False
+        path = os.path.join(parent, target)
+    return False
+
+
 def refuse_logging_loop(logger: logging.Logger, stream: str) -> None:
     """A logger whose records are written to the redirected fd would feed its own input: refuse it.
 
     Follows propagation like ``Logger.callHandlers``, and counts ``logging.lastResort`` when no
-    handler is found (it writes to ``sys.stderr``).
+    handler is found (it writes to ``sys.stderr``). A ``FileHandler`` that opens its file at its
+    next record (``delay=True``, or closed) is refused when its path opens the fd itself
+    (``/dev/stderr`` and the like): it would open the block's pipe.
     """
     fd = 1 if stream == "stdout" else 2
     found = False
@@ -113,6 +137,16 @@ def refuse_logging_loop(logger: logging.Logger, stream: str) -> None:
                 raise ValueError(
                     f"logger {logger.name!r} has a handler writing to {stream} ({handler!r}): its records would be "
                     f"redirected back into the logger, an endless loop. Log to another stream or a file"
+                )
+            if (
+                isinstance(handler, logging.FileHandler)
+                and handler.stream is None
+                and _opens_fd(handler.baseFilename, fd)
+            ):
+                raise ValueError(
+                    f"logger {logger.name!r} has a handler that will open {handler.baseFilename!r}, which is {stream} "
+                    f"itself ({handler!r}): its records would be redirected back into the logger, an endless loop. "
+                    "Log to another stream or a file"
                 )
         current = current.parent if current.propagate else None
     last_resort = logging.lastResort

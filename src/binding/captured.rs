@@ -91,7 +91,7 @@ impl Captured {
             State::Done(bytes) => return Ok(bytes.clone_ref(py)),
             State::Active(memfd) => Arc::clone(memfd),
         };
-        flush_python(py);
+        flush_python(py)?;
         py.detach(flush::flush_native);
         let size = capture::size(&memfd).map_err(|e| os_error(e.raw_os_error().unwrap_or(libc::EIO)))?;
         Ok(new_bytes_filled(py, size, |buf| capture::read_at(&memfd, buf, 0))?.unbind())

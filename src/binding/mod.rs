@@ -4,6 +4,7 @@ pub mod captured;
 pub mod errors;
 pub mod live;
 pub mod redirect;
+pub mod step;
 pub mod streams;
 pub mod testing;
 
@@ -21,9 +22,10 @@ pub fn lock<'a, T>(py: Python<'_>, mutex: &'a Mutex<T>) -> MutexGuard<'a, T> {
 
 /// Flush Python's `sys` streams, libc's stdout/stderr and every loaded C++/Fortran runtime.
 #[pyfunction]
-pub fn flush_all(py: Python<'_>) {
-    streams::flush_python(py);
+pub fn flush_all(py: Python<'_>) -> PyResult<()> {
+    let interrupted = streams::flush_python(py);
     py.detach(crate::flush::flush_native);
+    interrupted
 }
 
 /// At interpreter exit (registered with `atexit`): end open live blocks, sending what is still

@@ -1,21 +1,24 @@
 //! `Redirect`: the native half of `redirect_stdout_fd`/`redirect_stderr_fd`. `__enter__` and
 //! `__exit__` are each one native call, so a `KeyboardInterrupt` can only land before or after a
-//! switch, never inside one. State is per entry (a stack per thread), not per instance, so one
-//! instance may be nested, reused and shared between threads.
+//! switch, never inside one; `__aenter__`/`__aexit__` keep that property (see `step.rs`). State is
+//! per entry, not per instance, so one instance may be nested, reused and shared between threads
+//! and asyncio tasks: an exit ends the newest entry that was entered in the same execution context
+//! (`contextvars`: a thread, or an asyncio task's copy of it), else the instance's newest entry.
 
 use std::ffi::CString;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::sync::{Arc, Mutex};
-use std::thread::ThreadId;
 
 use pyo3::exceptions::{PyRuntimeError, PyValueError};
 use pyo3::intern;
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyTuple};
+use pyo3::sync::PyOnceLock;
+use pyo3::types::{PyBool, PyBytes, PyDict, PyTuple};
 
 use super::captured::Captured;
 use super::errors::{io_error, to_pyerr};
 use super::live::{Live, Mode};
+use super::step::Step;
 use super::streams::{activate, deactivate, flush_python};
 use crate::reader::{self, Channel};
 use crate::stack::{self, Sink};
@@ -47,7 +50,6 @@ enum Plan {
 
 /// What one entry holds until its exit.
 struct Active {
-    thread: ThreadId,
     id: u64,
     captured: Option<Py<Captured>>,
     live: Option<Arc<Live>>,
@@ -87,6 +89,43 @@ impl Switched {
             end_tee(py, channel, None);
         }
         err
+    }
+}
+
+/// The ids of the entries (of every instance) entered in the current execution context: a
+/// `contextvars.ContextVar` holding a tuple. A thread id cannot tell asyncio tasks apart; each
+/// task runs in its own copy of the context, so two tasks sharing one instance each exit their own
+/// entry. An exit does not rewrite the tuple (one call less per block): ids of ended entries are
+/// skipped when matching and dropped at the next enter, so the tuple stays as deep as the nesting.
+struct EnteredVar {
+    get: Py<PyAny>,
+    set: Py<PyAny>,
+}
+
+static ENTERED: PyOnceLock<EnteredVar> = PyOnceLock::new();
+
+fn entered_var(py: Python<'_>) -> PyResult<&EnteredVar> {
+    ENTERED.get_or_try_init(py, || {
+        let default = PyDict::new(py);
+        default.set_item("default", PyTuple::empty(py))?;
+        let var = py.import("contextvars")?.getattr("ContextVar")?;
+        let var = var.call(("fdredirect_entered",), Some(&default))?;
+        Ok(EnteredVar {
+            get: var.getattr("get")?.unbind(),
+            set: var.getattr("set")?.unbind(),
+        })
+    })
+}
+
+impl EnteredVar {
+    /// The ids entered in the current context, oldest first (some may have ended).
+    fn here(&self, py: Python<'_>) -> PyResult<Vec<u64>> {
+        self.get.bind(py).call0()?.extract()
+    }
+
+    fn set_here(&self, py: Python<'_>, ids: &[u64]) -> PyResult<()> {
+        self.set.bind(py).call1((PyTuple::new(py, ids)?,))?;
+        Ok(())
     }
 }
 
@@ -162,6 +201,49 @@ impl Redirect {
     }
 
     fn __enter__(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
+        self.enter(py)
+    }
+
+    #[pyo3(signature = (*_exc_info))]
+    fn __exit__(&self, py: Python<'_>, _exc_info: &Bound<'_, PyTuple>) -> PyResult<bool> {
+        self.exit(py)
+    }
+
+    /// Does nothing until awaited: the enter happens in the awaitable's first step, one native
+    /// call, so an exception landing before it leaves nothing behind.
+    fn __aenter__(slf: &Bound<'_, Self>) -> Step {
+        Step::enter(slf.clone().unbind())
+    }
+
+    /// Exits at once (the call is the one native step); the awaitable only hands back the result.
+    /// An exception landing between this call and the `await` finds the block already left.
+    #[pyo3(signature = (*_exc_info))]
+    fn __aexit__(&self, py: Python<'_>, _exc_info: &Bound<'_, PyTuple>) -> PyResult<Step> {
+        let suppress = self.exit(py)?;
+        Ok(Step::done(PyBool::new(py, suppress).to_owned().into_any().unbind()))
+    }
+
+    /// The fd this redirect switches (1 or 2).
+    #[getter]
+    fn fd(&self) -> RawFd {
+        self.fd
+    }
+
+    /// The target as given (None for capture).
+    #[getter]
+    fn target(&self, py: Python<'_>) -> Py<PyAny> {
+        self.target.clone_ref(py)
+    }
+}
+
+impl Redirect {
+    pub fn enter(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
+        // Made before the switch: only setting it can fail after.
+        let var = entered_var(py)?;
+        let mut here = var.here(py)?;
+        if !here.is_empty() {
+            stack::retain_active(&mut here); // never waits, so it may run holding the GIL
+        }
         let file_fd;
         let sink = match &self.plan {
             Plan::Capture => Some(Sink::Capture),
@@ -177,7 +259,8 @@ impl Redirect {
             Plan::Stdout => Some(Sink::Follow(1)),
             Plan::Live(_) => None,
         };
-        flush_python(py);
+        // An interrupt raised by a Python stream's flush: nothing is switched yet.
+        flush_python(py)?;
         let switched = match (&sink, &self.plan) {
             (Some(sink), _) if !self.tee => self.switch_direct(py, sink)?,
             (_, plan) => self.switch_to_pipe(py, sink.as_ref(), plan)?,
@@ -188,16 +271,19 @@ impl Redirect {
             Ok(previous) => previous,
             Err(err) => return Err(switched.undo(py, fd, err)),
         };
+        here.push(id);
+        if let Err(err) = var.set_here(py, &here) {
+            deactivate(py, fd, previous_encoding);
+            return Err(switched.undo(py, fd, err));
+        }
         let returned = match &switched.captured {
             Some(captured) => captured.clone_ref(py).into_any(),
             None => self.target.clone_ref(py),
         };
-        let thread = std::thread::current().id();
         let Switched {
             captured, live, tee, ..
         } = switched;
         self.lock(py).push(Active {
-            thread,
             id,
             captured,
             live,
@@ -207,19 +293,24 @@ impl Redirect {
         Ok(returned)
     }
 
-    #[pyo3(signature = (*_exc_info))]
-    fn __exit__(&self, py: Python<'_>, _exc_info: &Bound<'_, PyTuple>) -> PyResult<bool> {
-        let thread = std::thread::current().id();
+    /// End the newest entry entered in this execution context; when there is none (a generator
+    /// entered in one thread and resumed or collected in another), the instance's newest entry:
+    /// an exit always ends a block, so the fd and `sys.stdout` always come back.
+    pub fn exit(&self, py: Python<'_>) -> PyResult<bool> {
+        let here = entered_var(py)?.here(py)?;
         let active = {
             let mut entries = self.lock(py);
-            let Some(index) = entries.iter().rposition(|a| a.thread == thread) else {
-                return Err(PyRuntimeError::new_err(
-                    "__exit__ without a matching __enter__ in this thread",
-                ));
+            let mine = here
+                .iter()
+                .rev()
+                .find_map(|id| entries.iter().rposition(|a| a.id == *id));
+            let Some(index) = mine.or_else(|| entries.len().checked_sub(1)) else {
+                return Err(PyRuntimeError::new_err("__exit__ without a matching __enter__"));
             };
             entries.remove(index)
         };
-        flush_python(py);
+        // An interrupt raised by a Python stream's flush is raised once everything is restored.
+        let interrupted = flush_python(py).err();
         let fd = self.fd;
         let piped = active.live.is_some() || active.tee.is_some();
         let exited = py.detach(|| stack::exit(fd, active.id, piped));
@@ -245,7 +336,7 @@ impl Redirect {
             Some(captured) => captured.get().finish(py, inherited).err(),
             None => None,
         };
-        if let Some(err) = exit_error.or(delivery_error).or(finish_error) {
+        if let Some(err) = interrupted.or(exit_error).or(delivery_error).or(finish_error) {
             return Err(err);
         }
         if orphaned_followers {
@@ -257,20 +348,6 @@ impl Redirect {
         Ok(false)
     }
 
-    /// The fd this redirect switches (1 or 2).
-    #[getter]
-    fn fd(&self) -> RawFd {
-        self.fd
-    }
-
-    /// The target as given (None for capture).
-    #[getter]
-    fn target(&self, py: Python<'_>) -> Py<PyAny> {
-        self.target.clone_ref(py)
-    }
-}
-
-impl Redirect {
     fn lock(&self, py: Python<'_>) -> std::sync::MutexGuard<'_, Vec<Active>> {
         super::lock(py, &self.active)
     }

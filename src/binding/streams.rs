@@ -4,13 +4,18 @@
 //! Inside a block `sys.stdout` is a small write-through writer on fd 1 (one per fd, made once):
 //! no Python-side buffer, so `print` and flushed native output reach the fd in call order, also
 //! when `sys.stdout` was not fd 1 at all (a `StringIO`, pytest, a Jupyter kernel).
+//!
+//! `sys.__stdout__` (a buffered `TextIOWrapper` on fd 1 unless `PYTHONUNBUFFERED` is set) is made
+//! line-buffered while a block is open on its fd, so a complete line written to it reaches the fd
+//! at once, in order with flushed native output, instead of at the block's end.
 
 use std::os::fd::RawFd;
 use std::sync::Mutex;
 
+use pyo3::exceptions::PyException;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
-use pyo3::types::{PyBytes, PyMemoryView, PyModule, PyString};
+use pyo3::types::{PyBytes, PyDict, PyMemoryView, PyModule, PyString};
 use pyo3::{intern, IntoPyObjectExt};
 
 use super::errors::os_error;
@@ -28,20 +33,24 @@ pub struct FdWriter {
     encoding: Mutex<Option<String>>,
 }
 
-/// Per redirected fd: how many blocks are open, and the object `sys.<name>` was at the outermost.
+/// Per redirected fd: how many blocks are open, the object `sys.<name>` was at the outermost,
+/// and `sys.__<name>__` if the outermost enter made it line-buffered.
 struct Swap {
     depth: usize,
     original: Option<Py<PyAny>>,
+    line_buffered: Option<Py<PyAny>>,
 }
 
 static SWAPS: Mutex<[Swap; 2]> = Mutex::new([
     Swap {
         depth: 0,
         original: None,
+        line_buffered: None,
     },
     Swap {
         depth: 0,
         original: None,
+        line_buffered: None,
     },
 ]);
 static WRITERS: PyOnceLock<[Py<FdWriter>; 2]> = PyOnceLock::new();
@@ -76,10 +85,24 @@ fn sys_name(py: Python<'_>, fd: RawFd) -> &Bound<'_, PyString> {
     }
 }
 
-/// Flush `sys.stdout`, `sys.stderr`, `sys.__stdout__`, `sys.__stderr__`. A stream that cannot
-/// flush (closed, broken) must not stop a redirect, so its error is dropped.
-pub fn flush_python(py: Python<'_>) {
-    let Ok(sys) = sys_module(py) else { return };
+fn dunder_name(py: Python<'_>, fd: RawFd) -> &Bound<'_, PyString> {
+    if fd == 1 {
+        intern!(py, "__stdout__")
+    } else {
+        intern!(py, "__stderr__")
+    }
+}
+
+/// Flush `sys.stdout`, `sys.stderr`, `sys.__stdout__`, `sys.__stderr__`.
+///
+/// A stream that cannot flush (closed, a broken pipe) must not stop a redirect: the redirect's
+/// job is to point the fd somewhere that works, and the stream reports its own fault at its next
+/// write, so an ordinary exception is dropped. Anything else (`KeyboardInterrupt`, `SystemExit`,
+/// raised by a Python stream's `flush` or a signal handler running inside it) must never be lost:
+/// the other streams are still flushed, then the first such exception is returned.
+pub fn flush_python(py: Python<'_>) -> PyResult<()> {
+    let Ok(sys) = sys_module(py) else { return Ok(()) };
+    let mut interrupted = None;
     let names = [
         intern!(py, "stdout"),
         intern!(py, "stderr"),
@@ -96,7 +119,106 @@ pub fn flush_python(py: Python<'_>) {
             continue;
         }
         flushed[i] = id;
-        let _ = stream.call_method0(intern!(py, "flush"));
+        if let Err(err) = stream.call_method0(intern!(py, "flush")) {
+            if !err.is_instance_of::<PyException>(py) && interrupted.is_none() {
+                interrupted = Some(err);
+            }
+        }
+    }
+    interrupted.map_or(Ok(()), Err)
+}
+
+/// A `sys.__<name>__` examined, and whether it keeps written text in a buffer.
+type Examined = Option<(Py<PyAny>, bool)>;
+
+/// Per fd: the last stream examined.
+static EXAMINED: Mutex<[Examined; 2]> = Mutex::new([None, None]);
+static IO_TYPES: PyOnceLock<[Py<PyAny>; 2]> = PyOnceLock::new();
+/// `reconfigure` keyword arguments, made once: `line_buffering=False`, `line_buffering=True`.
+static LINE_BUFFERING: PyOnceLock<[Py<PyDict>; 2]> = PyOnceLock::new();
+
+fn line_buffering_kwargs(py: Python<'_>, on: bool) -> Option<&Bound<'_, PyDict>> {
+    let kwargs = LINE_BUFFERING
+        .get_or_try_init(py, || {
+            let make = |on: bool| {
+                let kwargs = PyDict::new(py);
+                kwargs.set_item(intern!(py, "line_buffering"), on)?;
+                Ok::<_, PyErr>(kwargs.unbind())
+            };
+            Ok::<_, PyErr>([make(false)?, make(true)?])
+        })
+        .ok()?;
+    Some(kwargs[usize::from(on)].bind(py))
+}
+
+/// Whether `stream` is a buffered `io.TextIOWrapper` on `fd` itself: the exact io class (whose
+/// flush is all native code; a subclass's or a Python object's methods could do anything), and
+/// not already unbuffered (`PYTHONUNBUFFERED`: write-through onto a raw `FileIO`).
+fn buffers_on_fd(py: Python<'_>, stream: &Bound<'_, PyAny>, fd: RawFd) -> Option<bool> {
+    let [text_io_wrapper, file_io] = IO_TYPES
+        .get_or_try_init(py, || {
+            let io = py.import("io")?;
+            Ok::<_, PyErr>([io.getattr("TextIOWrapper")?.unbind(), io.getattr("FileIO")?.unbind()])
+        })
+        .ok()?;
+    if !stream.get_type().is(text_io_wrapper.bind(py)) {
+        return Some(false);
+    }
+    if stream
+        .call_method0(intern!(py, "fileno"))
+        .ok()?
+        .extract::<RawFd>()
+        .ok()?
+        != fd
+    {
+        return Some(false);
+    }
+    let write_through = stream.getattr(intern!(py, "write_through")).ok()?.is_truthy().ok()?;
+    let raw = stream
+        .getattr(intern!(py, "buffer"))
+        .ok()?
+        .get_type()
+        .is(file_io.bind(py));
+    Some(!(write_through && raw))
+}
+
+/// At the outermost enter: make `sys.__<name>__` line-buffered if it buffers text written to
+/// `fd`, returning it so the exit can undo it. The examination is cached per stream object: this
+/// runs at every outermost enter.
+fn line_buffer_dunder(py: Python<'_>, sys: &Bound<'_, PyModule>, fd: RawFd) -> Option<Py<PyAny>> {
+    let stream = sys.getattr(dunder_name(py, fd)).ok()?;
+    let index = (fd - 1) as usize;
+    let cached = match &lock(py, &EXAMINED)[index] {
+        Some((seen, buffers)) if seen.is(&stream) => Some(*buffers),
+        _ => None,
+    };
+    let buffers = if let Some(buffers) = cached {
+        buffers
+    } else {
+        let buffers = buffers_on_fd(py, &stream, fd)?;
+        let replaced = lock(py, &EXAMINED)[index].replace((stream.clone().unbind(), buffers));
+        drop(replaced); // outside the lock: the last reference may run Python code
+        buffers
+    };
+    if !buffers || stream.getattr(intern!(py, "line_buffering")).ok()?.is_truthy().ok()? {
+        return None;
+    }
+    stream
+        .call_method(intern!(py, "reconfigure"), (), Some(line_buffering_kwargs(py, true)?))
+        .ok()?;
+    Some(stream.unbind())
+}
+
+/// At the outermost exit: undo `line_buffer_dunder` on the stream it changed, unless the user
+/// reconfigured that stream meanwhile (it is no longer line-buffered: nothing to undo).
+fn restore_dunder(py: Python<'_>, stream: &Py<PyAny>) {
+    let stream = stream.bind(py);
+    let still = stream
+        .getattr(intern!(py, "line_buffering"))
+        .and_then(|b| b.is_truthy())
+        .unwrap_or(false);
+    if let (true, Some(kwargs)) = (still, line_buffering_kwargs(py, false)) {
+        let _ = stream.call_method(intern!(py, "reconfigure"), (), Some(kwargs));
     }
 }
 
@@ -107,14 +229,25 @@ pub fn activate(py: Python<'_>, fd: RawFd, encoding: Option<&str>) -> PyResult<O
     let writer = writer(py, fd)?;
     let sys = sys_module(py)?;
     let name = sys_name(py, fd);
-    {
+    let outermost = {
         let mut swaps = lock(py, &SWAPS);
         let swap = &mut swaps[(fd - 1) as usize];
-        if swap.depth == 0 {
+        let outermost = swap.depth == 0;
+        if outermost {
             swap.original = Some(sys.getattr(name)?.unbind());
             sys.setattr(name, writer)?;
         }
         swap.depth += 1;
+        outermost
+    };
+    // Outside the lock: reconfiguring flushes, which releases the GIL around the write.
+    if outermost {
+        if let Some(stream) = line_buffer_dunder(py, sys, fd) {
+            let previous = lock(py, &SWAPS)[(fd - 1) as usize].line_buffered.replace(stream);
+            if let Some(previous) = previous {
+                restore_dunder(py, &previous); // another thread's outermost block ended meanwhile
+            }
+        }
     }
     let encoding = encoding.filter(|e| !encoding_is(e, UTF8_NAMES)).map(str::to_owned);
     let mut current = lock(py, &writer.get().encoding);
@@ -135,6 +268,7 @@ pub fn deactivate(py: Python<'_>, fd: RawFd, previous_encoding: Option<String>) 
     if swap.depth > 0 {
         return;
     }
+    let line_buffered = swap.line_buffered.take();
     let Some(original) = swap.original.take() else {
         return;
     };
@@ -143,6 +277,9 @@ pub fn deactivate(py: Python<'_>, fd: RawFd, previous_encoding: Option<String>) 
         let _ = sys.setattr(name, &original);
     }
     drop(swaps);
+    if let Some(stream) = &line_buffered {
+        restore_dunder(py, stream);
+    }
     drop(original); // outside the lock: the last reference may run Python code
 }
 
