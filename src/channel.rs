@@ -68,8 +68,12 @@ struct State {
     read: Option<OwnedFd>,
     /// Sent every byte as it arrives, while the block runs.
     forward: Vec<Forward>,
-    /// The first error of a forward target (a tee onto a full disk), reported at the block's end.
-    forward_error: Option<io::Error>,
+    /// The first error of a forward target (a tee onto a full disk), reported at the block's end,
+    /// and whether it was the original destination (`add_forward`) or the block's own target.
+    forward_error: Option<(io::Error, bool)>,
+    /// How many of `forward` are the block's own targets (given to `new`); the rest are copies
+    /// to the original destination.
+    own_targets: usize,
     /// Keep bytes in `pending` for delivery to a Python target.
     buffered: bool,
     pending: Vec<u8>,
@@ -104,9 +108,9 @@ impl State {
             }
             return false;
         }
-        for target in &mut self.forward {
+        for (index, target) in self.forward.iter_mut().enumerate() {
             if let Err(err) = target.send(data) {
-                self.forward_error.get_or_insert(err);
+                self.forward_error.get_or_insert((err, index >= self.own_targets));
             }
         }
         if self.buffered {
@@ -119,9 +123,10 @@ impl State {
 impl Channel {
     pub fn new(read: OwnedFd, forward: Vec<OwnedFd>, buffered: bool, notify: Box<dyn Fn() + Send + Sync>) -> Self {
         let pipe = sys::pipe_identity(read.as_raw_fd());
-        let forward = forward.into_iter().map(crate::reader::resolve).collect();
+        let forward: Vec<Forward> = forward.into_iter().map(crate::reader::resolve).collect();
         let state = State {
             read: Some(read),
+            own_targets: forward.len(),
             forward,
             forward_error: None,
             buffered,
@@ -180,8 +185,9 @@ impl Channel {
         std::mem::take(&mut self.lock().pending)
     }
 
-    /// The first error a forward target (tee) gave while the block ran, once.
-    pub fn take_forward_error(&self) -> Option<io::Error> {
+    /// The first error a forward target gave while the block ran, once, and whether that target
+    /// was the original destination (the tee copy) rather than the block's own target.
+    pub fn take_forward_error(&self) -> Option<(io::Error, bool)> {
         self.lock().forward_error.take()
     }
 

@@ -7,6 +7,8 @@
 //! `dlpi_adds`/`dlpi_subs` counters move: a scan costs far more than the flush itself.
 
 use std::ffi::{c_void, CStr};
+use std::io;
+use std::os::fd::RawFd;
 use std::sync::{Mutex, MutexGuard, Once, PoisonError};
 
 extern "C" {
@@ -79,6 +81,13 @@ pub(crate) fn lock_runtimes() -> MutexGuard<'static, Runtimes> {
 ///
 /// Not `fflush(NULL)`: that locks every `FILE`, and a thread blocked in `fgets(stdin)` would hang it.
 pub fn flush_native() {
+    let _ = flush_native_checked(1);
+}
+
+/// `flush_native`, reporting whether libc's stream for `fd` (1: `stdout`, 2: `stderr`) could write
+/// its buffer out: at the end of a block onto a full disk, the error belongs to that block.
+/// (On a failed write glibc drops the buffer, so nothing leaks to the fd restored after.)
+pub fn flush_native_checked(fd: RawFd) -> io::Result<()> {
     {
         let mut runtimes = lock_runtimes();
         runtimes.refresh();
@@ -88,9 +97,18 @@ pub fn flush_native() {
     }
     // After the C++ streams: with sync_with_stdio(true) they write into libc's stdout.
     // SAFETY: glibc's stdout/stderr are valid FILE pointers for the life of the process.
-    unsafe {
-        libc::fflush(stdout);
-        libc::fflush(stderr);
+    let out = unsafe { libc::fflush(stdout) };
+    let out_error = io::Error::last_os_error();
+    // SAFETY: as above.
+    let err = unsafe { libc::fflush(stderr) };
+    let err_error = io::Error::last_os_error();
+    // EINTR is not reported: Python code never sees InterruptedError (PEP 475), and a signal
+    // handler's exception, if any, is raised on its own.
+    let failed = |ret: libc::c_int, error: &io::Error| ret != 0 && error.kind() != io::ErrorKind::Interrupted;
+    match fd {
+        1 if failed(out, &out_error) => Err(out_error),
+        2 if failed(err, &err_error) => Err(err_error),
+        _ => Ok(()),
     }
 }
 

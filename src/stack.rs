@@ -4,6 +4,8 @@
 //! Exit: flush, `dup2` the saved copy back (or close the fd if it was closed), pop.
 //! An entry may leave out of order (two threads overlapping): the entry above it then inherits
 //! its saved fd, so the fd ends where it would have had the blocks been properly nested.
+//! A redirect made outside this stack (another library's `dup2`) owns the fd while it lasts: an
+//! entry that ends while the fd points somewhere else than its sink leaves the fd alone.
 
 use std::ffi::CStr;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
@@ -33,7 +35,8 @@ pub enum Sink<'a> {
 #[derive(Debug)]
 pub struct Entered {
     pub id: u64,
-    /// The memory file, for `Sink::Capture`.
+    /// The memory file, for `Sink::Capture`; the opened file, for `Sink::Path` (to check at exit
+    /// that it still exists).
     pub capture: Option<OwnedFd>,
     /// With `keep_original`: a copy of where the fd pointed before (for tee); `None` if it was closed.
     pub original: Option<OwnedFd>,
@@ -50,6 +53,8 @@ pub struct Exited {
     pub orphaned_followers: bool,
     /// With `keep_restored`: a copy of where the fd points now (for late output).
     pub restored: Option<OwnedFd>,
+    /// libc's buffer for the fd could not be written into the sink (a full disk, `EFBIG`).
+    pub flush_error: Option<std::io::Error>,
 }
 
 struct Entry {
@@ -60,6 +65,8 @@ struct Entry {
     saved: Option<OwnedFd>,
     /// For `Sink::Follow`: the fd followed and the id of its entry that was current at enter.
     follows: Option<(RawFd, Option<u64>)>,
+    /// What the fd pointed at once this entry switched it (device, inode).
+    installed: Option<(u64, u64)>,
 }
 
 struct Stack {
@@ -165,16 +172,17 @@ pub fn enter(fd: RawFd, sink: &Sink<'_>, keep_original: bool) -> Result<Entered,
         generation,
         saved,
         follows,
+        installed: sys::identity(fd),
     });
-    // Only the memory file is kept: a path's or /dev/null's fd is now fd `fd` itself.
-    let capture = opened.filter(|_| matches!(sink, Sink::Capture));
+    // /dev/null's fd is now fd `fd` itself; the memory file is read back, a path checked.
+    let capture = opened.filter(|_| matches!(sink, Sink::Capture | Sink::Path(_)));
     Ok(Entered { id, capture, original })
 }
 
 /// Restore `fd` from the entry `id`. Never leaves a dead fd: the fd points where it did before
 /// the entry, or, when the entry is not the newest, the newer entry takes over its saved copy.
 pub fn exit(fd: RawFd, id: u64, keep_restored: bool) -> Result<Exited, Error> {
-    flush::flush_native();
+    let flush_error = flush::flush_native_checked(fd).err();
     let mut stacks = lock_stacks();
     let stack = stacks.stack(fd);
     let index = stack.iter().position(|e| e.id == id).ok_or(Error::NotActive)?;
@@ -188,7 +196,11 @@ pub fn exit(fd: RawFd, id: u64, keep_restored: bool) -> Result<Exited, Error> {
     };
     let mut result = Ok(());
     if index == stack.len() {
-        if let Some(saved) = &entry.saved {
+        if moved_by_someone_else(fd, entry.installed) {
+            // Another library redirected the fd after this entry and has not restored it yet (or
+            // restored it to where it pointed before this entry): restoring now would undo its
+            // redirect, and its own restore would then bring back this entry's finished sink.
+        } else if let Some(saved) = &entry.saved {
             result = sys::dup2(saved.as_raw_fd(), fd);
         } else {
             sys::close(fd);
@@ -203,6 +215,7 @@ pub fn exit(fd: RawFd, id: u64, keep_restored: bool) -> Result<Exited, Error> {
         inherited,
         orphaned_followers,
         restored,
+        flush_error,
     })
 }
 
@@ -215,6 +228,15 @@ pub fn retain_active(ids: &mut Vec<u64>) {
         Err(TryLockError::WouldBlock) => return,
     };
     ids.retain(|id| stacks.0.iter().any(|s| s.entries.iter().any(|e| e.id == *id)));
+}
+
+/// `fd` is open and points somewhere other than where the entry put it. A closed fd is not
+/// someone else's redirect: it is restored as usual.
+fn moved_by_someone_else(fd: RawFd, installed: Option<(u64, u64)>) -> bool {
+    match (sys::identity(fd), installed) {
+        (Some(now), Some(installed)) => now != installed,
+        _ => false,
+    }
 }
 
 /// Entries elsewhere that follow `fd`'s entry `id` (`2>&1` made while it was current) point at
@@ -232,6 +254,7 @@ fn refollow(stacks: &mut Stacks, fd: RawFd, id: u64) -> Result<bool, Error> {
             stack.entries[index].follows = Some((fd, current));
             if index + 1 == stack.entries.len() {
                 sys::dup2(fd, follower_fd)?;
+                stack.entries[index].installed = sys::identity(follower_fd);
             } else {
                 stack.entries[index + 1].saved = sys::save(fd)?;
             }
@@ -357,5 +380,33 @@ mod tests {
         write(b, b"later");
         exit(b, merged.id, false).unwrap();
         assert_eq!(contents(captured_a.capture.as_ref().unwrap()), b"merged ");
+    }
+
+    #[test]
+    fn a_foreign_redirect_keeps_the_fd() {
+        let _serial = serial();
+        let (_keep, fd) = private_fd();
+        let original = sys::open_devnull().unwrap();
+        let before = sys::identity(fd);
+        // Crosswise: ours enters, a foreign redirect enters, ours ends: the foreign one still
+        // owns the fd. (Its own restore then brings back our finished sink: its choice.)
+        let ours = enter(fd, &Sink::Capture, false).unwrap();
+        let foreign = capture::create().unwrap();
+        sys::dup2(foreign.as_raw_fd(), fd).unwrap();
+        exit(fd, ours.id, false).unwrap();
+        write(fd, b"foreign");
+        assert_eq!(contents(&foreign), b"foreign");
+        sys::dup2(original.as_raw_fd(), fd).unwrap();
+        // The other way: the foreign redirect enters first and ends first, restoring the fd to
+        // where it pointed before either; ours must not bring back the foreign sink.
+        let foreign_saved = sys::save(fd).unwrap().unwrap();
+        let foreign = capture::create().unwrap();
+        sys::dup2(foreign.as_raw_fd(), fd).unwrap();
+        let ours = enter(fd, &Sink::Capture, false).unwrap();
+        sys::dup2(foreign_saved.as_raw_fd(), fd).unwrap();
+        exit(fd, ours.id, false).unwrap();
+        write(fd, b"after both");
+        assert!(contents(&foreign).is_empty());
+        assert_eq!(sys::identity(fd), before);
     }
 }

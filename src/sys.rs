@@ -107,6 +107,28 @@ pub fn open_devnull() -> io::Result<OwnedFd> {
     lift_above_stdio(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
+/// Whether `RLIMIT_FSIZE` caps how large a file this process may write (a memory file too).
+pub fn file_size_limited() -> bool {
+    let mut limit = std::mem::MaybeUninit::<libc::rlimit>::uninit();
+    // SAFETY: getrlimit fills `limit` on success.
+    if unsafe { libc::getrlimit(libc::RLIMIT_FSIZE, limit.as_mut_ptr()) } < 0 {
+        return false;
+    }
+    // SAFETY: getrlimit succeeded, so `limit` is initialised.
+    unsafe { limit.assume_init() }.rlim_cur != libc::RLIM_INFINITY
+}
+
+/// How many names the file behind `fd` has: 0 once it was removed.
+pub fn link_count(fd: RawFd) -> io::Result<u64> {
+    let mut stat = std::mem::MaybeUninit::<libc::stat>::uninit();
+    // SAFETY: fstat fills `stat` on success.
+    if unsafe { libc::fstat(fd, stat.as_mut_ptr()) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: fstat succeeded, so `stat` is initialised.
+    Ok(unsafe { stat.assume_init() }.st_nlink)
+}
+
 pub fn isatty(fd: RawFd) -> bool {
     // SAFETY: isatty only queries `fd`.
     unsafe { libc::isatty(fd) == 1 }
@@ -254,6 +276,20 @@ pub fn bytes_available(fd: RawFd) -> usize {
         return 0;
     }
     n.max(0) as usize
+}
+
+/// What open file `fd` refers to (device, inode), to tell later whether it still points there;
+/// `None` if `fd` is closed.
+pub fn identity(fd: RawFd) -> Option<(u64, u64)> {
+    let mut stat = std::mem::MaybeUninit::<libc::stat>::uninit();
+    // SAFETY: fstat writes one `struct stat` into the buffer, which is read only on success.
+    if unsafe { libc::fstat(fd, stat.as_mut_ptr()) } < 0 {
+        return None;
+    }
+    // SAFETY: fstat succeeded, so it initialised the struct.
+    let stat = unsafe { stat.assume_init() };
+    #[allow(clippy::useless_conversion)] // the field types differ between platforms
+    Some((u64::from(stat.st_dev), u64::from(stat.st_ino)))
 }
 
 #[cfg(test)]

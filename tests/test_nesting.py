@@ -225,3 +225,56 @@ def test_merged_stderr_with_stdout_devnull_outer() -> None:
     with redirect_stdout_fd(DEVNULL), redirect_stderr_fd(STDOUT):
         c_write(2, "nowhere\n")
     assert os.isatty(2) == os.isatty(2)  # fds still usable
+
+
+FOREIGN_SETUP = """
+import io, os, sys, time
+import wurlitzer
+from fdredirect import redirect_stdout_fd
+got = []
+foreign_out = io.StringIO()
+foreign = wurlitzer.pipes(stdout=foreign_out, stderr=None)
+ours = redirect_stdout_fd(got.append)
+"""
+
+
+def test_foreign_redirect_ending_first_keeps_its_restore() -> None:
+    pytest.importorskip("wurlitzer")
+    child = run_ok(
+        FOREIGN_SETUP
+        + """
+foreign.__enter__()
+ours.__enter__()
+os.write(1, b"ours\\n")
+foreign.__exit__(None, None, None)  # restores fd 1 to where it pointed before both
+os.write(1, b"real 1\\n")
+ours.__exit__(None, None, None)  # fd 1 is not ours any more: left alone
+os.write(1, b"real 2\\n")
+sys.__stderr__.write(repr((got, foreign_out.getvalue())))
+""",
+        timeout=30,
+    )
+    assert child.out == b"real 1\nreal 2\n"
+    assert child.err.decode() == repr((["ours\n"], ""))
+
+
+def test_foreign_redirect_inside_ours_keeps_the_fd_until_it_ends() -> None:
+    pytest.importorskip("wurlitzer")
+    child = run_ok(
+        FOREIGN_SETUP
+        + """
+ours.__enter__()
+os.write(1, b"ours\\n")
+foreign.__enter__()
+os.write(1, b"foreign 1\\n")
+ours.__exit__(None, None, None)  # the foreign redirect still owns fd 1
+os.write(1, b"foreign 2\\n")
+foreign.__exit__(None, None, None)  # restores fd 1 to our ended pipe: late output, forwarded
+os.write(1, b"late\\n")
+time.sleep(0.3)
+sys.__stderr__.write(repr((got, foreign_out.getvalue())))
+""",
+        timeout=30,
+    )
+    assert child.err.decode() == repr((["ours\n"], "foreign 1\nforeign 2\n"))
+    assert child.out == b"late\n"

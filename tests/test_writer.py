@@ -169,3 +169,68 @@ sys.stderr.write(repr((sys.__stdout__.line_buffering, sys.__stdout__.write_throu
         timeout=30,
     )
     assert child.err.strip() == b"(False, True)"
+def test_writer_takes_attribute_assignment_like_ipythons_tee() -> None:
+    seen: list[str] = []
+    with redirect_stdout_fd() as out:
+        writer = sys.stdout
+        original = writer.write
+
+        def tee(data: str) -> int:
+            seen.append(data)
+            return original(data)
+
+        writer.write = tee  # type: ignore[method-assign]
+        print("teed")
+        writer.write = original  # type: ignore[method-assign]
+        del writer.write  # type: ignore[method-assign]
+        print("plain")
+    assert seen == ["teed", "\n"]
+    assert out.getvalue() == "teed\nplain\n"
+
+
+def test_writer_has_the_text_stream_attributes_code_reads() -> None:
+    with redirect_stdout_fd():
+        writer = sys.stdout
+        assert writer.write_through is True  # type: ignore[attr-defined]
+        assert writer.line_buffering is False
+        assert writer.newlines is None
+        writer.reconfigure(line_buffering=True)  # type: ignore[attr-defined]
+        for call in (writer.tell, writer.detach, writer.read, writer.readline):  # type: ignore[attr-defined]
+            with pytest.raises(io.UnsupportedOperation):
+                call()
+        with pytest.raises(io.UnsupportedOperation):
+            writer.seek(0)
+
+
+def test_flush_delivers_everything_written_so_far_to_a_live_target() -> None:
+    got: list[str] = []
+    from fdredirect.testing import c_printf, c_write
+
+    with redirect_stdout_fd(got.append):
+        for i in range(20):
+            c_write(1, f"c {i}\n")
+            sys.stdout.flush()
+            assert "".join(got).endswith(f"c {i}\n")
+        c_printf("unflushed libc\n")
+        sys.stdout.flush()
+        assert "".join(got).endswith("unflushed libc\n")
+
+
+def test_flush_flushes_a_live_stream_target_and_a_tee_capture() -> None:
+    from fdredirect.testing import c_write
+
+    class Flushed(io.StringIO):
+        flushed_with = ""
+
+        def flush(self) -> None:
+            self.flushed_with = self.getvalue()
+
+    target = Flushed()
+    with redirect_stdout_fd(target):
+        c_write(1, "before the flush\n")
+        sys.stdout.flush()
+        assert target.flushed_with == "before the flush\n"
+    with redirect_stdout_fd(tee=True) as out:
+        c_write(1, "teed\n")
+        sys.stdout.flush()
+        assert out.getvalue() == "teed\n"

@@ -56,16 +56,28 @@ class Redirect:
         errors: the decoding error handler.
         tee: also send every byte to the fd's original destination as it arrives.
         level: the logging level of ``KIND_LOGGER`` records.
+        swap_writer: point ``sys.stdout``/``sys.stderr`` at the native writer inside the block.
 
     Raises:
         ValueError: fd is not 1 or 2, an unknown kind, ``KIND_STDOUT`` for fd 1, a NUL in the path.
     """
 
     def __new__(
-        cls, fd: int, kind: int, arg: Any, target: Any, encoding: str | None, errors: str, tee: bool, level: int
+        cls,
+        fd: int,
+        kind: int,
+        arg: Any,
+        target: Any,
+        encoding: str | None,
+        errors: str,
+        tee: bool,
+        level: int,
+        *,
+        swap_writer: bool = True,
     ) -> Self: ...
     def __enter__(self) -> Any:
-        """Flush, switch the fd, point ``sys.stdout``/``sys.stderr`` at the native writer.
+        """Flush, switch the fd, point ``sys.stdout``/``sys.stderr`` at the native writer (unless
+        ``swap_writer`` is false).
 
         Returns:
             A ``Captured`` for ``KIND_CAPTURE``, else ``target``.
@@ -102,6 +114,14 @@ class Redirect:
         tb: TracebackType | None,
     ) -> Step:
         """Exit now (as ``__exit__``, raising what it raises); the awaitable hands back ``False``."""
+    def sync(self) -> None:
+        """Flush the native runtimes, then deliver everything written to the fd so far to this
+        redirect's live targets (in the calling thread, after any delivery in progress) and tee
+        destinations. Does nothing when called from inside a target's delivery.
+
+        Raises:
+            Exception: what a live target raised (delivery goes on afterwards).
+        """
     @property
     def fd(self) -> int: ...
     @property
@@ -132,7 +152,9 @@ class FdWriter:
 
     def write(self, data: str | bytes | bytearray | memoryview) -> int: ...
     def writelines(self, lines: Any) -> None: ...
-    def flush(self) -> None: ...
+    def flush(self) -> None:
+        """An ordering barrier: flush the native runtimes; live and tee blocks on the fd deliver
+        everything written so far to their targets, which are then flushed."""
     def close(self) -> None: ...
     def fileno(self) -> int: ...
     def isatty(self) -> bool: ...
@@ -151,6 +173,15 @@ class FdWriter:
     def mode(self) -> str: ...
     @property
     def line_buffering(self) -> bool: ...
+    @property
+    def write_through(self) -> bool: ...
+    def reconfigure(self, **_options: Any) -> None: ...
+    def tell(self) -> int: ...
+    def seek(self, *_args: Any) -> int: ...
+    def truncate(self, *_args: Any) -> int: ...
+    def read(self, *_args: Any) -> str: ...
+    def readline(self, *_args: Any) -> str: ...
+    def detach(self) -> Any: ...
     @property
     def newlines(self) -> None: ...
     @property

@@ -22,6 +22,9 @@ class _RedirectFd(_native.Redirect):
 
     _FD = 0
     _STREAM = ""
+    # Point sys.stdout/sys.stderr at the native writer inside the block. The Jupyter extension's
+    # private subclasses turn it off: they keep the kernel's streams and sync them instead.
+    _SWAP_WRITER = True
 
     def __new__(
         cls,
@@ -40,7 +43,9 @@ class _RedirectFd(_native.Redirect):
             level = logging.INFO if cls._FD == 1 else logging.WARNING
         elif isinstance(level, bool) or not isinstance(level, int):
             raise TypeError(f"level must be an int (a logging level), not {type(level).__name__}")
-        return super().__new__(cls, cls._FD, kind, arg, target, encoding, errors, tee, level)
+        return super().__new__(
+            cls, cls._FD, kind, arg, target, encoding, errors, tee, level, swap_writer=cls._SWAP_WRITER
+        )
 
     def __call__(self, func: _F) -> _F:
         """Use as a decorator: every call of ``func`` runs inside the redirect."""

@@ -1,71 +1,259 @@
-"""IPython extension: ``%load_ext fdredirect`` puts native output in the cell that wrote it.
+"""IPython extension: ``%load_ext fdredirect`` adds native output to a notebook, in place.
 
-In a Jupyter kernel, ``sys.stdout`` is the kernel's stream, not fd 1. For every cell, fd 1 and
-fd 2 are redirected (as live targets) onto that cell's ``sys.stdout``/``sys.stderr``: C, C++,
-Fortran and child-process output then appears in the cell, in call order with ``print``, and
-what is still in libc's buffer when the cell's code ends is flushed into the same cell.
+What C, C++, Fortran, Rust and child processes write to fd 1 and fd 2 appears in the cell that
+wrote it, in order with the cell's Python output, displays, results and errors. Everything else
+stays the kernel's:
+
+- ``sys.stdout``/``sys.stderr`` stay the kernel's objects (or whatever a magic, a widget or the
+  user puts there); Python output takes the kernel's own synchronous path, untouched.
+- fd 1 and fd 2 are redirected once, at load, to live targets that write to whatever
+  ``sys.stdout``/``sys.stderr`` is when the output is delivered (so ``%%capture``,
+  ``capture_output()`` and widget ``Output`` contexts receive it), and restored at unload.
+- Synchronisation points deliver everything written to the fds so far, in the calling thread,
+  before going on: each write to ``sys.stdout``/``sys.stderr`` during a cell, each flush of the
+  kernel's streams (ipykernel, IPython and ipywidgets flush them before display data, results,
+  errors, ``clear_output`` and a widget's exit), and the start and end of each cell. Between
+  them, the delivery thread delivers native output as it arrives.
 """
 
 from __future__ import annotations
 
+import contextlib
+import signal
 import sys
+import threading
+from collections.abc import Iterator
 from typing import Any
 
+from . import _native
 from ._redirect import redirect_stderr_fd, redirect_stdout_fd
+from ._targets import real_file
 
 _NO_KERNEL = "fdredirect: no Jupyter kernel here; native output already reaches the terminal, nothing to do."
+_NAMES = {1: "stdout", 2: "stderr"}
 
 
-class _CellRedirect:
-    """The per-cell redirect of one shell: entered before each cell, left after it."""
+class _KernelStdout(redirect_stdout_fd):
+    """fd 1 to a live target, leaving ``sys.stdout`` alone: the kernel keeps its stream."""
+
+    _SWAP_WRITER = False
+
+
+class _KernelStderr(redirect_stderr_fd):
+    """fd 2 to a live target, leaving ``sys.stderr`` alone."""
+
+    _SWAP_WRITER = False
+
+
+class _Forward:
+    """The live target of one fd: native output goes to ``sys.<name>`` as it is at delivery time.
+
+    A stream that would write back into a redirected fd (the native writer of a block opened in a
+    cell, ``sys.__stdout__``) would feed the output to itself, or into the wrong block: the kernel
+    stream seen at load takes it instead, as it does when the current stream fails.
+    """
+
+    def __init__(self, fd: int, fallback: Any) -> None:
+        self.name = _NAMES[fd]
+        self.fallback = fallback
+
+    def __call__(self, text: str) -> None:
+        stream = getattr(sys, self.name, None)
+        if stream is None or stream is self.fallback or _writes_to_std_fd(stream):
+            self.fallback.write(text)
+            return
+        try:
+            stream.write(text)
+        except Exception:
+            self.fallback.write(text)
+
+
+def _writes_to_std_fd(stream: object) -> bool:
+    if isinstance(stream, _native.FdWriter):
+        return True
+    file = real_file(stream)
+    return file is not None and not file.closed and file.fileno() in (1, 2)
+
+
+class _Synced:
+    """Stands in for a stream's ``write`` or ``flush``: a synchronisation point, then the call.
+
+    Installed as an instance attribute, as IPython's ``_tee`` does: Python output keeps the
+    stream's own code. Harmless once the extension is unloaded (it only calls through).
+    """
+
+    __slots__ = ("call", "fd")
+
+    def __init__(self, call: Any, fd: int) -> None:
+        self.call = call
+        self.fd = fd
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        extension = _CURRENT
+        if extension is not None:
+            extension.sync(self.fd)
+        return self.call(*args, **kwargs)
+
+
+def _wrap(stream: object, attribute: str, fd: int) -> _Synced | None:
+    """Make ``stream.<attribute>`` a synchronisation point; None if it already is or cannot be."""
+    current = getattr(stream, attribute, None)
+    if current is None or isinstance(current, _Synced):
+        return None
+    synced = _Synced(current, fd)
+    try:
+        setattr(stream, attribute, synced)
+    except (AttributeError, TypeError):
+        return None  # a stream without instance attributes: the cell's end and flushes still sync
+    return synced
+
+
+@contextlib.contextmanager
+def _interrupts_deferred() -> Iterator[None]:
+    """Hold back a KeyboardInterrupt (the kernel's Stop button) until the body is done, so that
+    entering or leaving both redirects and recording them is all or nothing. Only the main thread
+    receives signals; elsewhere (a subshell) there is nothing to hold back."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    received: list[tuple[int, Any]] = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: received.append((signum, frame)))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        if received and callable(previous):
+            previous(*received[0])
+
+
+class _CaptureHooks:
+    """``IPython.utils.capture.capture_output`` (``%%capture``, ``with capture_output():``) swaps
+    ``sys.stdout`` for a ``StringIO`` and back without flushing: native output written before each
+    swap is delivered first, and the ``StringIO``'s writes become synchronisation points."""
+
+    def __init__(self, extension: _Extension) -> None:
+        from IPython.utils.capture import capture_output
+
+        self.cls = capture_output
+        self.originals = (capture_output.__enter__, capture_output.__exit__)
+        original_enter, original_exit = self.originals
+
+        def __enter__(capture: Any) -> Any:  # noqa: N807 - stands in for the method
+            extension.sync_all()
+            captured = original_enter(capture)
+            extension.wrap_writes()
+            return captured
+
+        def __exit__(capture: Any, *exc_info: Any) -> Any:  # noqa: N807
+            extension.sync_all()
+            return original_exit(capture, *exc_info)
+
+        self.hooks = (__enter__, __exit__)
+        capture_output.__enter__, capture_output.__exit__ = self.hooks  # type: ignore[method-assign]
+
+    def remove(self) -> None:
+        if (vars(self.cls).get("__enter__"), vars(self.cls).get("__exit__")) == self.hooks:  # still ours
+            self.cls.__enter__, self.cls.__exit__ = self.originals  # type: ignore[method-assign]
+
+
+class _Extension:
+    """The long-lived redirect of fd 1 and fd 2 for one kernel, and its synchronisation points."""
 
     def __init__(self, shell: Any) -> None:
         self.shell = shell
-        self.blocks: list[redirect_stdout_fd | redirect_stderr_fd] = []
+        self.blocks: dict[int, _KernelStdout | _KernelStderr] = {
+            1: _KernelStdout(_Forward(1, sys.stdout)),
+            2: _KernelStderr(_Forward(2, sys.stderr)),
+        }
+        self.entered: list[_KernelStdout | _KernelStderr] = []
+        self.flushes: list[tuple[object, _Synced]] = []
+        self.capture_hooks: _CaptureHooks | None = None
 
-    def pre_run_cell(self, *_: object) -> None:
-        self.post_run_cell()  # never two cells' blocks at once
-        blocks: list[redirect_stdout_fd | redirect_stderr_fd] = [
-            redirect_stdout_fd(sys.stdout),
-            redirect_stderr_fd(sys.stderr),
-        ]
-        for block in blocks:
+    def start(self) -> None:
+        for block in self.blocks.values():
             block.__enter__()
-            self.blocks.append(block)
+            self.entered.append(block)
+        for fd, name in _NAMES.items():
+            stream = getattr(sys, name)
+            synced = _wrap(stream, "flush", fd)
+            if synced is not None:
+                self.flushes.append((stream, synced))
+        self.wrap_writes()
+        self.capture_hooks = _CaptureHooks(self)
+        self.shell.events.register("pre_run_cell", self.pre_run_cell)
+        self.shell.events.register("post_run_cell", self.post_run_cell)
 
-    def post_run_cell(self, *_: object) -> None:
-        # Innermost first; every block is left even if one raises (a failing target).
+    def stop(self) -> None:
+        for event in ("pre_run_cell", "post_run_cell"):
+            with contextlib.suppress(ValueError):  # not registered: a start that failed half-way
+                self.shell.events.unregister(event, getattr(self, event))
+        if self.capture_hooks is not None:
+            self.capture_hooks.remove()
+            self.capture_hooks = None
+        for stream, synced in self.flushes:
+            if vars(stream).get("flush") is synced:  # still ours: nobody wrapped it since
+                del stream.flush  # type: ignore[attr-defined]
+        self.flushes.clear()
+        # Each block ends even if another fails; the first error is raised after all ended.
         error: BaseException | None = None
-        while self.blocks:
+        while self.entered:
             try:
-                self.blocks.pop().__exit__(None, None, None)
-            except BaseException as exc:
+                self.entered.pop().__exit__(None, None, None)
+            except Exception as exc:
                 error = error or exc
         if error is not None:
             raise error
 
+    def sync(self, fd: int) -> None:
+        self.blocks[fd].sync()
 
-_ACTIVE: dict[int, _CellRedirect] = {}
+    def sync_all(self) -> None:
+        self.sync(1)
+        self.sync(2)
+
+    def wrap_writes(self) -> None:
+        # IPython's ``_tee`` wraps ``write`` for each cell (re-entrant cells too) and puts the
+        # previous one back at the cell's end, taking ours with it: so ours goes on top per cell.
+        for fd, name in _NAMES.items():
+            _wrap(getattr(sys, name), "write", fd)
+
+    def pre_run_cell(self, *_: object) -> None:
+        self.sync_all()
+        self.wrap_writes()
+
+    def post_run_cell(self, *_: object) -> None:
+        # Unflushed libc output and whatever is still in the pipes lands at the end of this cell.
+        self.sync_all()
+
+
+_CURRENT: _Extension | None = None
 
 
 def load_ipython_extension(shell: Any) -> None:
     """``%load_ext fdredirect``. Safe to load twice; does nothing outside a kernel."""
+    global _CURRENT
     if getattr(shell, "kernel", None) is None:
         print(_NO_KERNEL)
         return
-    if id(shell) in _ACTIVE:
+    if _CURRENT is not None:
         return
-    cell = _CellRedirect(shell)
-    shell.events.register("pre_run_cell", cell.pre_run_cell)
-    shell.events.register("post_run_cell", cell.post_run_cell)
-    _ACTIVE[id(shell)] = cell
+    extension = _Extension(shell)
+    with _interrupts_deferred():
+        try:
+            extension.start()
+        except BaseException:
+            with contextlib.suppress(Exception):
+                extension.stop()
+            raise
+        _CURRENT = extension
 
 
 def unload_ipython_extension(shell: Any) -> None:
-    """``%unload_ext fdredirect``: back to the kernel's own behaviour, from this cell on."""
-    cell = _ACTIVE.pop(id(shell), None)
-    if cell is None:
+    """``%unload_ext fdredirect``: back to the kernel's own behaviour, from here on."""
+    global _CURRENT
+    extension = _CURRENT
+    if extension is None:
         return
-    shell.events.unregister("pre_run_cell", cell.pre_run_cell)
-    shell.events.unregister("post_run_cell", cell.post_run_cell)
-    cell.post_run_cell()
+    with _interrupts_deferred():
+        _CURRENT = None
+        extension.stop()

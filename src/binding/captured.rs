@@ -1,5 +1,10 @@
 //! `Captured`: what a capture block returns. Reads the memory file while the block runs (after
 //! flushing), and holds the bytes read back at exit.
+//!
+//! Under a finite `RLIMIT_FSIZE` a memory file cannot grow past the limit (writes fail with
+//! `EFBIG`, and `SIGXFSZ` kills a process that does not ignore it), where the pipe or terminal
+//! the user redirected from never would: such a capture is a pipe that the reader thread drains
+//! into memory instead.
 
 use std::os::fd::OwnedFd;
 use std::sync::{Arc, Mutex};
@@ -10,12 +15,18 @@ use pyo3::{ffi, intern};
 
 use super::errors::os_error;
 use super::streams::flush_python;
+use crate::reader::Channel;
 use crate::{capture, flush};
 
 enum State {
     /// The block runs; the memory file is read on demand. `Arc`: a reader may hold it while
     /// another thread ends the block.
     Active(Arc<OwnedFd>),
+    /// The block runs on a pipe (see above); `taken` holds what was already taken from it.
+    Piped {
+        channel: Arc<Channel>,
+        taken: Vec<u8>,
+    },
     Done(Py<PyBytes>),
 }
 
@@ -35,16 +46,36 @@ impl Captured {
         }
     }
 
+    pub fn piped(channel: Arc<Channel>, encoding: Option<String>, errors: String) -> Self {
+        Captured {
+            encoding,
+            errors,
+            state: Mutex::new(State::Piped {
+                channel,
+                taken: Vec::new(),
+            }),
+        }
+    }
+
     fn lock(&self, py: Python<'_>) -> std::sync::MutexGuard<'_, State> {
         super::lock(py, &self.state)
     }
 
     /// The block has ended: read everything back (releasing the file's pages behind the copy),
     /// or, in a forked child that inherited the block, leave the parent's file untouched.
-    pub fn finish(&self, py: Python<'_>, inherited: bool) -> PyResult<()> {
-        let memfd = match &*self.lock(py) {
-            State::Active(memfd) => Arc::clone(memfd),
-            State::Done(_) => return Ok(()),
+    /// For a piped capture, `rest` is what the pipe still held at the block's end.
+    pub fn finish(&self, py: Python<'_>, inherited: bool, rest: &[u8]) -> PyResult<()> {
+        let memfd = {
+            let mut state = self.lock(py);
+            match &mut *state {
+                State::Active(memfd) => Arc::clone(memfd),
+                State::Piped { taken, .. } => {
+                    let taken = std::mem::take(taken);
+                    drop(state);
+                    return self.finish_piped(py, inherited, &taken, rest);
+                }
+                State::Done(_) => return Ok(()),
+            }
         };
         let bytes = if inherited {
             PyBytes::new(py, b"")
@@ -83,13 +114,54 @@ fn new_bytes_filled(
     Ok(bytes)
 }
 
+impl Captured {
+    fn finish_piped(&self, py: Python<'_>, inherited: bool, taken: &[u8], rest: &[u8]) -> PyResult<()> {
+        let bytes = if inherited {
+            PyBytes::new(py, b"")
+        } else {
+            new_bytes_filled(py, taken.len() + rest.len(), |buf| {
+                let (head, tail) = buf.split_at_mut(taken.len());
+                head.copy_from_slice(taken);
+                tail.copy_from_slice(rest);
+                Ok(buf.len())
+            })?
+        };
+        *self.lock(py) = State::Done(bytes.unbind());
+        Ok(())
+    }
+
+    /// All bytes of a piped capture so far: flush, then take everything the pipe holds now.
+    fn take_piped(&self, py: Python<'_>, channel: &Channel) -> PyResult<Py<PyBytes>> {
+        flush_python(py)?;
+        py.detach(|| {
+            flush::flush_native();
+            while channel.drain().0 > 0 {}
+        });
+        let mut state = self.lock(py);
+        Ok(match &mut *state {
+            State::Piped { taken, .. } => {
+                taken.extend(channel.take_pending());
+                PyBytes::new(py, taken).unbind()
+            }
+            // The block ended meanwhile (another thread): everything is there.
+            State::Done(bytes) => bytes.clone_ref(py),
+            State::Active(_) => PyBytes::new(py, b"").unbind(),
+        })
+    }
+}
+
 #[pymethods]
 impl Captured {
     /// All bytes captured so far (inside the block, after flushing every buffer), or all of them.
     fn getbytes(&self, py: Python<'_>) -> PyResult<Py<PyBytes>> {
-        let memfd = match &*self.lock(py) {
+        let source = match &*self.lock(py) {
             State::Done(bytes) => return Ok(bytes.clone_ref(py)),
-            State::Active(memfd) => Arc::clone(memfd),
+            State::Active(memfd) => Ok(Arc::clone(memfd)),
+            State::Piped { channel, .. } => Err(Arc::clone(channel)),
+        };
+        let memfd = match source {
+            Ok(memfd) => memfd,
+            Err(channel) => return self.take_piped(py, &channel),
         };
         flush_python(py)?;
         py.detach(flush::flush_native);
@@ -109,7 +181,7 @@ impl Captured {
 
     fn __repr__(&self, py: Python<'_>) -> String {
         match &*self.lock(py) {
-            State::Active(_) => "<fdredirect.Captured (block running)>".to_owned(),
+            State::Active(_) | State::Piped { .. } => "<fdredirect.Captured (block running)>".to_owned(),
             State::Done(_) => "<fdredirect.Captured (done)>".to_owned(),
         }
     }

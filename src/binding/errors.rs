@@ -28,6 +28,15 @@ pub fn to_pyerr(err: Error) -> PyErr {
     }
 }
 
+/// A path target was removed while its block wrote to it: `FileNotFoundError` with the path.
+pub fn removed_file_error(path: std::path::PathBuf) -> PyErr {
+    PyOSError::new_err((
+        libc::ENOENT,
+        "the file was removed while the block wrote to it; its output is lost",
+        path.into_os_string(),
+    ))
+}
+
 /// An `OSError` from an `io::Error` of a syscall made here.
 #[allow(clippy::needless_pass_by_value)] // used as `.map_err(io_error)`
 pub fn io_error(err: std::io::Error) -> PyErr {

@@ -9,6 +9,7 @@
 //! Deliveries of one block never overlap (a busy flag), so the target sees bytes in write order;
 //! the block's exit delivers the rest itself, after any delivery in progress.
 
+use std::cell::Cell;
 use std::collections::VecDeque;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -221,18 +222,73 @@ impl Live {
         // Uncontended: only the holder of `busy` touches `delivery`.
         let mut delivery = super::lock(py, &self.delivery);
         if delivery.error.is_none() {
-            if let Err(err) = self.send(py, &mut delivery, &bytes, last) {
+            if let Err(err) = self.send_in_pieces(py, &mut delivery, &bytes, last) {
                 delivery.error = Some(err);
             }
         }
         let error = if last { delivery.error.take() } else { None };
         drop(delivery);
-        *super::lock(py, &self.busy) = false;
-        self.idle.notify_all();
+        self.release_busy(py);
         error
     }
 
+    /// In bounded pieces: the bytes/str objects made for the target (and the decoder's copy)
+    /// then stay small however far the target fell behind, instead of adding 2-3x the backlog.
+    /// Stops at the target's first exception.
+    fn send_in_pieces(&self, py: Python<'_>, delivery: &mut Delivery, bytes: &[u8], last: bool) -> PyResult<()> {
+        let pieces = bytes.len().div_ceil(DELIVERY_PIECE).max(1);
+        for (index, piece) in bytes.chunks(DELIVERY_PIECE).chain([&[][..]]).take(pieces).enumerate() {
+            self.send(py, delivery, piece, last && index + 1 == pieces)?;
+        }
+        Ok(())
+    }
+
+    fn release_busy(&self, py: Python<'_>) {
+        *super::lock(py, &self.busy) = false;
+        self.idle.notify_all();
+    }
+
+    /// A synchronisation point, in the calling thread: deliver everything written to the block's
+    /// fd so far (what the reader holds and what the pipe holds now), after any delivery in
+    /// progress, then flush the target if it is a stream. A target's exception is raised here
+    /// (the bytes of that call are lost) and does not end the block's delivery, unlike one in the
+    /// delivery thread: in the calling thread it may be a `KeyboardInterrupt`. Inside a delivery
+    /// (a target that writes to a synced stream) it does nothing, instead of waiting for itself.
+    /// `drained`: the caller has just drained the channel itself, without the GIL.
+    pub fn sync(&self, py: Python<'_>, flush_target: bool, drained: bool) -> PyResult<()> {
+        if DELIVERING.with(Cell::get) || self.generation != crate::stack::generation() {
+            return Ok(());
+        }
+        // One bounded drain: it takes all a pipe holds, and a writer in another thread that
+        // keeps writing must not keep this caller here.
+        if !drained {
+            py.detach(|| self.channel.drain());
+        }
+        self.claim(py, None);
+        let bytes = self.channel.take_pending();
+        let mut delivery = super::lock(py, &self.delivery);
+        let sent = if delivery.error.is_some() || bytes.is_empty() {
+            Ok(())
+        } else {
+            self.send_in_pieces(py, &mut delivery, &bytes, false)
+        };
+        drop(delivery);
+        self.release_busy(py);
+        sent?;
+        match self.mode {
+            Mode::Text { call: false } | Mode::Bytes { call: false } if flush_target => {
+                let target = self.target.bind(py);
+                if target.hasattr(intern!(py, "flush"))? {
+                    target.call_method0(intern!(py, "flush"))?;
+                }
+                Ok(())
+            }
+            _ => Ok(()),
+        }
+    }
+
     fn send(&self, py: Python<'_>, delivery: &mut Delivery, bytes: &[u8], last: bool) -> PyResult<()> {
+        let _delivering = Delivering::enter();
         let target = self.target.bind(py);
         match self.mode {
             Mode::Bytes { call } => {
@@ -265,6 +321,50 @@ impl Live {
         }
         Ok(())
     }
+}
+
+thread_local! {
+    /// This thread is inside a target's call: a synchronisation point reached from there (the
+    /// target writes to a stream that syncs first) must not wait for the delivery it is part of.
+    static DELIVERING: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Whether this thread is inside a target's call (see `DELIVERING`).
+pub fn delivering() -> bool {
+    DELIVERING.with(Cell::get)
+}
+
+/// Marks the current thread as delivering until dropped (also when the target raises).
+struct Delivering(bool);
+
+impl Delivering {
+    fn enter() -> Self {
+        Delivering(DELIVERING.with(|d| d.replace(true)))
+    }
+}
+
+impl Drop for Delivering {
+    fn drop(&mut self) {
+        DELIVERING.with(|d| d.set(self.0));
+    }
+}
+
+/// A synchronisation point for every live block open on `fd` in this process, oldest first:
+/// see `Live::sync`. Used by `FdWriter.flush()`.
+pub fn sync_fd(py: Python<'_>, fd: RawFd) -> PyResult<()> {
+    let open: Vec<Arc<Live>> = lock_briefly(&ACTIVE)
+        .iter()
+        .filter(|live| live.fd == fd)
+        .cloned()
+        .collect();
+    let mut first_error = None;
+    for live in &open {
+        if let Err(err) = live.sync(py, true, false) {
+            first_error.get_or_insert(err);
+        }
+    }
+    drop(open); // dropping the last reference may run Python code: not under a lock
+    first_error.map_or(Ok(()), Err)
 }
 
 fn call_or_write(target: &Bound<'_, PyAny>, call: bool, piece: &Bound<'_, PyAny>) -> PyResult<()> {
@@ -300,6 +400,20 @@ fn decode<'py>(
     Ok(decoded.cast_into::<PyString>()?)
 }
 
+/// For the fork handler (`crate::fork`): the delivery thread and the reader hold `ACTIVE` and
+/// `QUEUE` without the GIL, so `os.fork()` can happen while one of them holds a lock that a child
+/// needs to leave an inherited block or to start a live block of its own. Never held while waiting
+/// for anything else, so taking them before a fork cannot deadlock.
+pub fn hold_for_fork() -> Vec<Box<dyn std::any::Any>> {
+    vec![Box::new(lock_briefly(&ACTIVE)), Box::new(lock_briefly(&QUEUE))]
+}
+
+/// How long the exit handler waits for deliveries in progress to finish.
+const SHUTDOWN_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// The most bytes handed to a target in one call (before decoding).
+const DELIVERY_PIECE: usize = 1 << 20;
+
 /// Live blocks still open, for shutdown.
 static ACTIVE: Mutex<Vec<Arc<Live>>> = Mutex::new(Vec::new());
 
@@ -316,8 +430,6 @@ static QUEUE: Mutex<Queue> = Mutex::new(Queue {
     jobs: VecDeque::new(),
 });
 static SHUTTING_DOWN: AtomicBool = AtomicBool::new(false);
-/// How long interpreter exit waits for a delivery in progress.
-const SHUTDOWN_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Start the delivery thread on first use, and again in a forked child (where the parent's
 /// thread does not exist).
@@ -394,35 +506,49 @@ fn take_queued() -> Option<Vec<Arc<Live>>> {
 /// are ready. Returns the blocks that now have bytes to deliver, and how many bytes were read.
 fn poll_live_pipes(wake: &OwnedFd) -> (Vec<Arc<Live>>, usize) {
     let generation = crate::stack::generation();
-    let watched: Vec<Arc<Live>> = lock_briefly(&ACTIVE)
+    // Only the channels while detached: a `Live` held here could become the last reference when
+    // its block ends, and dropping it without the GIL queues its Python objects in PyO3's pool,
+    // under a lock that a `fork()` at that moment would leave held in the child.
+    let watched: Vec<Arc<Channel>> = lock_briefly(&ACTIVE)
         .iter()
         .filter(|live| live.generation == generation)
-        .cloned()
+        .map(|live| Arc::clone(&live.channel))
         .collect();
     let mut polled = vec![wake.as_raw_fd()];
     let mut served = Vec::with_capacity(watched.len());
-    for live in &watched {
-        if let Some(fd) = live.channel.read_fd() {
+    for channel in &watched {
+        if let Some(fd) = channel.read_fd() {
             polled.push(fd);
-            served.push(live);
+            served.push(channel);
         }
     }
     let ready = sys::wait_readable(&polled);
     if ready[0] {
         sys::discard_available(wake.as_raw_fd());
     }
-    let mut jobs = Vec::new();
+    let mut filled = Vec::new();
     let mut drained = 0;
-    for (live, _) in served.into_iter().zip(&ready[1..]).filter(|(_, &ready)| ready) {
-        let (added, eof) = live.channel.drain();
+    for (channel, _) in served.into_iter().zip(&ready[1..]).filter(|(_, &ready)| ready) {
+        let (added, eof) = channel.drain();
         if eof {
-            reader::unregister(&live.channel);
+            reader::unregister(channel);
         }
         if added > 0 {
             drained += added;
-            jobs.push(Arc::clone(live));
+            filled.push(channel);
         }
     }
+    // Handed back to the attached side, which drops them. A block that ended meanwhile is not
+    // there any more: its exit delivered what its pipe held.
+    let jobs = if filled.is_empty() {
+        Vec::new()
+    } else {
+        lock_briefly(&ACTIVE)
+            .iter()
+            .filter(|live| filled.iter().any(|channel| Arc::ptr_eq(channel, &live.channel)))
+            .cloned()
+            .collect()
+    };
     (jobs, drained)
 }
 
@@ -456,12 +582,20 @@ pub fn shutdown(py: Python<'_>) {
     SHUTTING_DOWN.store(true, Ordering::Release);
     let open: Vec<Arc<Live>> = std::mem::take(&mut *lock_briefly(&ACTIVE));
     for live in open.iter().rev() {
-        // A delivery in progress may have let go of the GIL (a target written in Python does,
-        // and so does PyO3's first use of an interned name): let it finish, so the bytes it
-        // holds reach the target, and keep the flag so that no other delivery begins. Bounded:
-        // a target that never returns must not hang the exit.
-        let _ = live.claim(py, Some(SHUTDOWN_WAIT));
+        let ours = live.generation == crate::stack::generation();
+        if ours {
+            // A delivery in progress may have let go of the GIL (a target written in Python
+            // does, and so does PyO3's first use of an interned name): let it finish, so the
+            // bytes it holds reach the target, and keep the flag so that no other delivery
+            // begins. Bounded: a target that never returns must not hang the exit.
+            let _ = live.claim(py, Some(SHUTDOWN_WAIT));
+        }
         let _ = crate::stack::exit(live.fd, live.entry.load(Ordering::Acquire), false);
+        if !ours {
+            // A forked child exiting inside its parent's block: the pipe and its pending bytes
+            // are the parent's (and its lock may be held by the parent's reader): fds only.
+            continue;
+        }
         let original = super::lock(py, &live.original).take();
         let late = original
             .as_ref()

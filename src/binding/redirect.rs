@@ -7,6 +7,7 @@
 
 use std::ffi::CString;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::unix::ffi::OsStrExt;
 use std::sync::{Arc, Mutex};
 
 use pyo3::exceptions::{PyRuntimeError, PyValueError};
@@ -16,10 +17,11 @@ use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyBool, PyBytes, PyDict, PyTuple};
 
 use super::captured::Captured;
-use super::errors::{io_error, to_pyerr};
+use super::errors::{io_error, removed_file_error, to_pyerr};
 use super::live::{Live, Mode};
 use super::step::Step;
 use super::streams::{activate, deactivate, flush_python};
+use crate::error::Subject;
 use crate::reader::{self, Channel};
 use crate::stack::{self, Sink};
 use crate::{capture, sys};
@@ -55,6 +57,8 @@ struct Active {
     live: Option<Arc<Live>>,
     /// A tee's channel (for a live target, the channel is the `Live`'s).
     tee: Option<Arc<Channel>>,
+    /// A path target's file, checked at exit (removed meanwhile?).
+    file: Option<OwnedFd>,
     previous_encoding: Option<String>,
 }
 
@@ -66,6 +70,9 @@ pub struct Redirect {
     encoding: Option<String>,
     errors: String,
     tee: bool,
+    /// Point `sys.stdout`/`sys.stderr` at the native writer inside the block. Off for the Jupyter
+    /// extension, which keeps the kernel's streams and syncs them instead.
+    swap_writer: bool,
     active: Mutex<Vec<Active>>,
 }
 
@@ -75,6 +82,7 @@ struct Switched {
     captured: Option<Py<Captured>>,
     live: Option<Arc<Live>>,
     tee: Option<Arc<Channel>>,
+    file: Option<OwnedFd>,
 }
 
 impl Switched {
@@ -133,6 +141,25 @@ fn undo_switch(py: Python<'_>, fd: RawFd, id: u64) {
     let _ = py.detach(|| stack::exit(fd, id, false));
 }
 
+/// The channels of open tee blocks whose target is not live (a capture, a file), per fd: a
+/// synchronisation point drains them, so the reader has forwarded every byte written so far.
+static TEES: Mutex<Vec<(RawFd, Arc<Channel>)>> = Mutex::new(Vec::new());
+
+/// A synchronisation point for every block open on `fd`: tee destinations and live targets get
+/// everything written so far (see `Redirect::sync`). Used by `FdWriter.flush()`.
+pub fn sync_fd(py: Python<'_>, fd: RawFd) -> PyResult<()> {
+    py.detach(crate::flush::flush_native);
+    let tees: Vec<Arc<Channel>> = super::lock(py, &TEES)
+        .iter()
+        .filter(|(f, _)| *f == fd)
+        .map(|(_, c)| Arc::clone(c))
+        .collect();
+    for channel in &tees {
+        py.detach(|| channel.drain());
+    }
+    super::live::sync_fd(py, fd)
+}
+
 /// With `tee`, also forward every byte to where the fd pointed before the switch.
 fn tee_original(channel: &Channel, tee: bool, original: Option<&OwnedFd>) -> std::io::Result<()> {
     if let (true, Some(original)) = (tee, original) {
@@ -141,21 +168,30 @@ fn tee_original(channel: &Channel, tee: bool, original: Option<&OwnedFd>) -> std
     Ok(())
 }
 
-/// A tee block has ended: forward what the pipe holds, and stop serving it once it is drained.
-fn end_tee(py: Python<'_>, channel: &Arc<Channel>, late: Option<OwnedFd>) {
-    py.detach(|| reader::end(channel, late));
+/// A tee block (or a piped capture) has ended: forward what the pipe holds, and stop serving it
+/// once it is drained. Returns what a piped capture's pipe still held.
+fn end_tee(py: Python<'_>, channel: &Arc<Channel>, late: Option<OwnedFd>) -> Vec<u8> {
+    py.detach(|| reader::end(channel, late))
 }
 
-/// The first failure to write a byte of the block to its forward targets (the tee copy, the
-/// capture file behind a tee): `/dev/full`, a full disk. Those bytes are lost, so exit says so.
-fn forward_error(fd: RawFd, channel: &Channel) -> Option<PyErr> {
-    let err = channel.take_forward_error()?;
-    Some(to_pyerr(crate::error::Error::os(err, crate::error::Subject::Tee(fd))))
+/// The first failure to write a byte of the block to its forward targets: the tee copy, or the
+/// block's own target behind a tee (`/dev/full`, a full disk). Those bytes are lost, so exit
+/// says so, naming the path or fd where it can.
+fn forward_error(fd: RawFd, channel: &Channel, plan: &Plan) -> Option<PyErr> {
+    let (err, original) = channel.take_forward_error()?;
+    let subject = match plan {
+        _ if original => Subject::Tee(fd),
+        Plan::Path(path) => Subject::Path(std::path::PathBuf::from(std::ffi::OsStr::from_bytes(path.to_bytes()))),
+        Plan::Fd(target) => Subject::Fd(*target),
+        _ => Subject::Nothing,
+    };
+    Some(to_pyerr(crate::error::Error::os(err, subject)))
 }
 
 #[pymethods]
 impl Redirect {
     #[new]
+    #[pyo3(signature = (fd, kind, arg, target, encoding, errors, tee, level, *, swap_writer = true))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         fd: RawFd,
@@ -166,6 +202,7 @@ impl Redirect {
         errors: String,
         tee: bool,
         level: i32,
+        swap_writer: bool,
     ) -> PyResult<Self> {
         if fd != 1 && fd != 2 {
             return Err(PyValueError::new_err(format!("fd must be 1 or 2, not {fd}")));
@@ -196,6 +233,7 @@ impl Redirect {
             encoding,
             errors,
             tee,
+            swap_writer,
             active: Mutex::new(Vec::new()),
         })
     }
@@ -221,6 +259,33 @@ impl Redirect {
     fn __aexit__(&self, py: Python<'_>, _exc_info: &Bound<'_, PyTuple>) -> PyResult<Step> {
         let suppress = self.exit(py)?;
         Ok(Step::done(PyBool::new(py, suppress).to_owned().into_any().unbind()))
+    }
+
+    /// A synchronisation point: flush the native runtimes, then hand everything written to the
+    /// fd so far to this redirect's live targets (in this thread, in order, after any delivery
+    /// in progress) and to its tee destinations. A target's exception is raised here.
+    fn sync(&self, py: Python<'_>) -> PyResult<()> {
+        if super::live::delivering() {
+            return Ok(()); // a target writing to a synced stream: nothing to wait for
+        }
+        let (lives, tees): (Vec<Arc<Live>>, Vec<Arc<Channel>>) = {
+            let entries = self.lock(py);
+            (
+                entries.iter().filter_map(|a| a.live.clone()).collect(),
+                entries.iter().filter_map(|a| a.tee.clone()).collect(),
+            )
+        };
+        // One GIL hand-off for all of it: this runs before every write of a synced stream.
+        py.detach(|| {
+            crate::flush::flush_native();
+            for channel in tees.iter().chain(lives.iter().map(|live| live.channel())) {
+                channel.drain(); // a tee's reader forwards as it drains
+            }
+        });
+        for live in &lives {
+            live.sync(py, true, true)?;
+        }
+        Ok(())
     }
 
     /// The fd this redirect switches (1 or 2).
@@ -261,19 +326,24 @@ impl Redirect {
         };
         // An interrupt raised by a Python stream's flush: nothing is switched yet.
         flush_python(py)?;
+        // A memory file cannot grow past RLIMIT_FSIZE: capture through a pipe (see `Captured`).
+        let in_memory = matches!(self.plan, Plan::Capture) && sys::file_size_limited();
         let switched = match (&sink, &self.plan) {
-            (Some(sink), _) if !self.tee => self.switch_direct(py, sink)?,
-            (_, plan) => self.switch_to_pipe(py, sink.as_ref(), plan)?,
+            (Some(sink), _) if !self.tee && !in_memory => self.switch_direct(py, sink)?,
+            (_, plan) => self.switch_to_pipe(py, sink.as_ref(), plan, in_memory)?,
         };
         let fd = self.fd;
         let id = switched.id;
-        let previous_encoding = match activate(py, fd, self.encoding.as_deref()) {
-            Ok(previous) => previous,
-            Err(err) => return Err(switched.undo(py, fd, err)),
+        let previous_encoding = match self.swap_writer.then(|| activate(py, fd, self.encoding.as_deref())) {
+            None => None,
+            Some(Ok(previous)) => previous,
+            Some(Err(err)) => return Err(switched.undo(py, fd, err)),
         };
         here.push(id);
         if let Err(err) = var.set_here(py, &here) {
-            deactivate(py, fd, previous_encoding);
+            if self.swap_writer {
+                deactivate(py, fd, previous_encoding);
+            }
             return Err(switched.undo(py, fd, err));
         }
         let returned = match &switched.captured {
@@ -281,13 +351,21 @@ impl Redirect {
             None => self.target.clone_ref(py),
         };
         let Switched {
-            captured, live, tee, ..
+            captured,
+            live,
+            tee,
+            file,
+            ..
         } = switched;
+        if let Some(channel) = &tee {
+            super::lock(py, &TEES).push((fd, Arc::clone(channel)));
+        }
         self.lock(py).push(Active {
             id,
             captured,
             live,
             tee,
+            file,
             previous_encoding,
         });
         Ok(returned)
@@ -309,34 +387,51 @@ impl Redirect {
             };
             entries.remove(index)
         };
+        if let Some(channel) = &active.tee {
+            super::lock(py, &TEES).retain(|(_, c)| !Arc::ptr_eq(c, channel));
+        }
         // An interrupt raised by a Python stream's flush is raised once everything is restored.
         let interrupted = flush_python(py).err();
         let fd = self.fd;
         let piped = active.live.is_some() || active.tee.is_some();
         let exited = py.detach(|| stack::exit(fd, active.id, piped));
-        deactivate(py, fd, active.previous_encoding);
+        if self.swap_writer {
+            deactivate(py, fd, active.previous_encoding);
+        }
         // Whatever the restore reported, the sinks are finished: nothing captured is left behind.
-        let (inherited, restored, orphaned_followers, exit_error) = match exited {
-            Ok(e) => (e.inherited, e.restored, e.orphaned_followers, None),
-            Err(err) => (false, None, false, Some(to_pyerr(err))),
+        let (inherited, restored, orphaned_followers, flush_error, exit_error) = match exited {
+            Ok(e) => (e.inherited, e.restored, e.orphaned_followers, e.flush_error, None),
+            Err(err) => (false, None, false, None, Some(to_pyerr(err))),
         };
         let mut delivery_error = None;
+        let mut rest = Vec::new();
         if let Some(live) = &active.live {
             if inherited {
                 live.forget(py); // a forked child leaving its parent's block: the sinks are the parent's
             } else {
                 delivery_error = live.end(py, restored).err();
-                delivery_error = delivery_error.or_else(|| forward_error(fd, live.channel()));
+                delivery_error = delivery_error.or_else(|| forward_error(fd, live.channel(), &self.plan));
             }
         } else if let (Some(channel), false) = (&active.tee, inherited) {
-            end_tee(py, channel, restored);
-            delivery_error = forward_error(fd, channel);
+            // Late output of a capture is dropped, piped or not; a tee's goes to the original.
+            rest = end_tee(py, channel, restored.filter(|_| self.tee));
+            delivery_error = forward_error(fd, channel, &self.plan);
         }
         let finish_error = match &active.captured {
-            Some(captured) => captured.get().finish(py, inherited).err(),
+            Some(captured) => captured.get().finish(py, inherited, &rest).err(),
             None => None,
         };
-        if let Some(err) = interrupted.or(exit_error).or(delivery_error).or(finish_error) {
+        let sink_error = if inherited {
+            None
+        } else {
+            self.sink_error(flush_error, active.file.as_ref())
+        };
+        let first = interrupted
+            .or(exit_error)
+            .or(delivery_error)
+            .or(finish_error)
+            .or(sink_error);
+        if let Some(err) = first {
             return Err(err);
         }
         if orphaned_followers {
@@ -352,6 +447,25 @@ impl Redirect {
         super::lock(py, &self.active)
     }
 
+    /// What went wrong with the sink that the block's writers could not have seen: libc's buffer
+    /// failed to reach it at exit (a full disk), or the path was removed while the block wrote
+    /// to it (its output went to a file nobody can open any more).
+    fn sink_error(&self, flush_error: Option<std::io::Error>, file: Option<&OwnedFd>) -> Option<PyErr> {
+        let path = match &self.plan {
+            Plan::Path(path) => Some(std::path::PathBuf::from(std::ffi::OsStr::from_bytes(path.as_bytes()))),
+            _ => None,
+        };
+        if let Some(err) = flush_error {
+            let subject = path.map_or(Subject::Nothing, Subject::Path);
+            return Some(to_pyerr(crate::error::Error::os(err, subject)));
+        }
+        let removed = file.is_some_and(|file| sys::link_count(file.as_raw_fd()).is_ok_and(|links| links == 0));
+        match (removed, path) {
+            (true, Some(path)) => Some(removed_file_error(path)),
+            _ => None,
+        }
+    }
+
     fn new_captured(&self, py: Python<'_>, memfd: OwnedFd) -> PyResult<Py<Captured>> {
         Py::new(py, Captured::new(memfd, self.encoding.clone(), self.errors.clone()))
     }
@@ -361,7 +475,11 @@ impl Redirect {
         let fd = self.fd;
         let entered = py.detach(|| stack::enter(fd, sink, false)).map_err(to_pyerr)?;
         let id = entered.id;
-        let captured = match entered.capture.map(|memfd| self.new_captured(py, memfd)).transpose() {
+        let (memfd, file) = match sink {
+            Sink::Path(_) => (None, entered.capture),
+            _ => (entered.capture, None),
+        };
+        let captured = match memfd.map(|memfd| self.new_captured(py, memfd)).transpose() {
             Ok(captured) => captured,
             Err(err) => {
                 undo_switch(py, fd, id);
@@ -373,17 +491,27 @@ impl Redirect {
             captured,
             live: None,
             tee: None,
+            file,
         })
     }
 
     /// Point the fd at a pipe the reader drains: for live targets, and for `tee` with any target
     /// (the reader writes each byte to the target's fd and to the original destination).
-    fn switch_to_pipe(&self, py: Python<'_>, sink: Option<&Sink<'_>>, plan: &Plan) -> PyResult<Switched> {
+    /// With `in_memory` (a capture only), the reader keeps the bytes in memory instead of writing
+    /// them to a memory file.
+    fn switch_to_pipe(
+        &self,
+        py: Python<'_>,
+        sink: Option<&Sink<'_>>,
+        plan: &Plan,
+        in_memory: bool,
+    ) -> PyResult<Switched> {
         let fd = self.fd;
         let (read, write) = reader::pipe().map_err(io_error)?;
         let mut forward = Vec::new();
         let mut memfd = None;
         match sink {
+            Some(Sink::Capture) if in_memory => {}
             Some(Sink::Capture) => {
                 let file = capture::create().map_err(io_error)?;
                 forward.push(sys::dup_above_stdio(file.as_raw_fd()).map_err(io_error)?);
@@ -400,7 +528,7 @@ impl Redirect {
             let channel = Arc::clone(live.channel());
             (Some(live), channel)
         } else {
-            (None, Arc::new(Channel::new(read, forward, false, Box::new(|| {}))))
+            (None, Arc::new(Channel::new(read, forward, in_memory, Box::new(|| {}))))
         };
         // Registered before the switch, parked: a block that another thread switches right
         // after this one must find this channel (its forward targets may be this pipe). Served
@@ -431,7 +559,13 @@ impl Redirect {
             .map_err(to_pyerr)?;
         drop(write); // fd itself is now the only write end in this process
         let id = entered.id;
-        let captured = match memfd.map(|memfd| self.new_captured(py, memfd)).transpose() {
+        let captured = if in_memory {
+            let piped = Captured::piped(Arc::clone(&channel), self.encoding.clone(), self.errors.clone());
+            Py::new(py, piped).map(Some)
+        } else {
+            memfd.map(|memfd| self.new_captured(py, memfd)).transpose()
+        };
+        let captured = match captured {
             Ok(captured) => captured,
             Err(err) => {
                 let switched = Switched {
@@ -439,6 +573,7 @@ impl Redirect {
                     captured: None,
                     live: live.clone(),
                     tee: live.is_none().then(|| Arc::clone(&channel)),
+                    file: None,
                 };
                 return Err(switched.undo(py, fd, err));
             }
@@ -451,6 +586,7 @@ impl Redirect {
             captured,
             tee: live.is_none().then_some(channel),
             live,
+            file: None,
         })
     }
 }

@@ -15,7 +15,7 @@ use std::sync::Mutex;
 use pyo3::exceptions::PyException;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
-use pyo3::types::{PyBytes, PyDict, PyMemoryView, PyModule, PyString};
+use pyo3::types::{PyBytes, PyDict, PyMemoryView, PyModule, PyString, PyTuple};
 use pyo3::{intern, IntoPyObjectExt};
 
 use super::errors::os_error;
@@ -26,7 +26,8 @@ use crate::sys;
 /// What the writer does with characters its encoding cannot represent: never fail a `print`.
 const WRITER_ERRORS: &str = "backslashreplace";
 
-#[pyclass(frozen, module = "fdredirect._native")]
+/// `dict`: code assigns attributes on `sys.stdout` (`_tee` in `IPython` wraps `stream.write`).
+#[pyclass(frozen, dict, module = "fdredirect._native")]
 pub struct FdWriter {
     fd: RawFd,
     /// The encoding of the innermost block; `None` is UTF-8 (the fast path).
@@ -283,6 +284,18 @@ pub fn deactivate(py: Python<'_>, fd: RawFd, previous_encoding: Option<String>) 
     drop(original); // outside the lock: the last reference may run Python code
 }
 
+/// `io.UnsupportedOperation(name)`, as a text stream that cannot do `name` raises.
+fn unsupported(py: Python<'_>, name: &str) -> PyErr {
+    let made = py
+        .import("io")
+        .and_then(|io| io.getattr("UnsupportedOperation"))
+        .and_then(|class| class.call1((name,)));
+    match made {
+        Ok(exception) => PyErr::from_value(exception),
+        Err(err) => err,
+    }
+}
+
 impl FdWriter {
     fn write_bytes(&self, py: Python<'_>, data: &[u8]) -> PyResult<()> {
         let fd = self.fd;
@@ -337,8 +350,13 @@ impl FdWriter {
         Ok(())
     }
 
-    /// Nothing to do: every write has already reached the fd.
-    fn flush(&self) {}
+    /// Every write has already reached the fd; flushing is an ordering barrier beyond it (as
+    /// ipykernel, ipywidgets and matplotlib use it before a display): the native runtimes are
+    /// flushed, and live and tee blocks on the fd hand everything written so far to their
+    /// targets, which are flushed, before this returns.
+    fn flush(&self, py: Python<'_>) -> PyResult<()> {
+        super::redirect::sync_fd(py, self.fd)
+    }
 
     /// Closing the stand-in for `sys.stdout` would only break later prints: it stays open.
     fn close(&self) {}
@@ -391,6 +409,45 @@ impl FdWriter {
     #[getter]
     fn line_buffering(&self) -> bool {
         false
+    }
+
+    /// Every write goes straight to the fd.
+    #[getter]
+    fn write_through(&self) -> bool {
+        true
+    }
+
+    /// Accepted and ignored (the writer has no buffer; its encoding is the block's): code that
+    /// reconfigures `sys.stdout` must not fail inside a block.
+    #[pyo3(signature = (**_options))]
+    fn reconfigure(&self, _options: Option<&Bound<'_, PyDict>>) {}
+
+    fn tell(&self, py: Python<'_>) -> PyResult<u64> {
+        Err(unsupported(py, "tell"))
+    }
+
+    #[pyo3(signature = (*_args))]
+    fn seek(&self, py: Python<'_>, _args: &Bound<'_, PyTuple>) -> PyResult<u64> {
+        Err(unsupported(py, "seek"))
+    }
+
+    #[pyo3(signature = (*_args))]
+    fn truncate(&self, py: Python<'_>, _args: &Bound<'_, PyTuple>) -> PyResult<u64> {
+        Err(unsupported(py, "truncate"))
+    }
+
+    #[pyo3(signature = (*_args))]
+    fn read(&self, py: Python<'_>, _args: &Bound<'_, PyTuple>) -> PyResult<String> {
+        Err(unsupported(py, "read"))
+    }
+
+    #[pyo3(signature = (*_args))]
+    fn readline(&self, py: Python<'_>, _args: &Bound<'_, PyTuple>) -> PyResult<String> {
+        Err(unsupported(py, "readline"))
+    }
+
+    fn detach(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
+        Err(unsupported(py, "detach"))
     }
 
     #[getter]
