@@ -424,7 +424,6 @@ report(f"{outcome} {len(records)}")
     assert err in ("refused 0", "entered 1")
 
 
-@pytest.mark.xfail(reason="a live-path mutex held by another thread at fork stays locked in the child", strict=False)
 @pytest.mark.timeout(90)
 def test_children_forked_while_live_blocks_run_can_open_live_blocks() -> None:
     """Three threads loop over tee-in-live blocks while the main thread forks; every child opens a
