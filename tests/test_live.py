@@ -445,3 +445,35 @@ sys.__stderr__.write(repr(stream.getvalue()) + "\\n")
     )
     # CPython >= 3.12 warns on stderr that the process had threads (the reader's) at fork().
     assert eval(child.err.strip().splitlines()[-1]) == "parent\nchild\n"
+
+
+def test_merging_stderr_into_a_stdout_logger_that_writes_to_stderr_is_refused() -> None:
+    child = run_ok(
+        """
+import logging, os, sys
+from fdredirect import STDOUT, redirect_stderr_fd, redirect_stdout_fd
+log = logging.getLogger("app")
+log.propagate = False
+log.setLevel(logging.INFO)
+log.addHandler(logging.StreamHandler(sys.stderr))
+with redirect_stdout_fd(log):
+    print("before")
+    fds, stderr_target = len(os.listdir("/proc/self/fd")), os.fstat(2).st_ino
+    try:
+        with redirect_stderr_fd(STDOUT):
+            print("never")
+    except ValueError as exc:
+        message = str(exc)
+    unchanged = (len(os.listdir("/proc/self/fd")), os.fstat(2).st_ino) == (fds, stderr_target)
+    print("after")
+sys.stderr.write(repr((message, unchanged)) + "\\n")
+""",
+        timeout=30,
+    )
+    message, unchanged = eval(child.err.decode().splitlines()[-1])
+    assert unchanged
+    assert message.startswith(
+        "cannot send stderr to stdout while redirect_stdout_fd(<Logger app (INFO)>) is open: "
+        "logger 'app' has a handler writing to stderr"
+    )
+    assert child.err.decode().splitlines()[:2] == ["before", "after"]

@@ -119,6 +119,16 @@ def _opens_fd(path: str, fd: int) -> bool:
     return False
 
 
+def refuse_merge_into_logger(logger: logging.Logger) -> None:
+    """Called (natively) when ``redirect_stderr_fd(STDOUT)`` enters while ``redirect_stdout_fd(logger)``
+    is open: fd 2 would then share the logger block's pipe, so a logger that writes to stderr would
+    feed on itself. Raises ``ValueError`` before anything is touched."""
+    try:
+        refuse_logging_loop(logger, "stderr")
+    except ValueError as exc:
+        raise ValueError(f"cannot send stderr to stdout while redirect_stdout_fd({logger!r}) is open: {exc}") from None
+
+
 def refuse_logging_loop(logger: logging.Logger, stream: str) -> None:
     """A logger whose records are written to the redirected fd would feed its own input: refuse it.
 

@@ -19,6 +19,7 @@ stays the kernel's:
 from __future__ import annotations
 
 import contextlib
+import importlib
 import signal
 import sys
 import threading
@@ -132,8 +133,8 @@ class _CaptureHooks:
     swap is delivered first, and the ``StringIO``'s writes become synchronisation points."""
 
     def __init__(self, extension: _Extension) -> None:
-        from IPython.utils.capture import capture_output
-
+        # Imported by name: the package does not depend on IPython (nor do its type checks).
+        capture_output: Any = importlib.import_module("IPython.utils.capture").capture_output
         self.cls = capture_output
         self.originals = (capture_output.__enter__, capture_output.__exit__)
         original_enter, original_exit = self.originals
@@ -149,11 +150,11 @@ class _CaptureHooks:
             return original_exit(capture, *exc_info)
 
         self.hooks = (__enter__, __exit__)
-        capture_output.__enter__, capture_output.__exit__ = self.hooks  # type: ignore[method-assign]
+        capture_output.__enter__, capture_output.__exit__ = self.hooks
 
     def remove(self) -> None:
         if (vars(self.cls).get("__enter__"), vars(self.cls).get("__exit__")) == self.hooks:  # still ours
-            self.cls.__enter__, self.cls.__exit__ = self.originals  # type: ignore[method-assign]
+            self.cls.__enter__, self.cls.__exit__ = self.originals
 
 
 class _Extension:

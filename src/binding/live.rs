@@ -368,6 +368,16 @@ pub fn sync_fd(py: Python<'_>, fd: RawFd) -> PyResult<()> {
     first_error.map_or(Ok(()), Err)
 }
 
+/// The loggers of this process's open logger blocks on `fd`, innermost last.
+pub fn open_loggers(py: Python<'_>, fd: RawFd) -> Vec<Py<PyAny>> {
+    let generation = crate::stack::generation();
+    lock_briefly(&ACTIVE)
+        .iter()
+        .filter(|live| live.fd == fd && live.generation == generation && matches!(live.mode, Mode::Logger { .. }))
+        .map(|live| live.target.clone_ref(py))
+        .collect()
+}
+
 fn call_or_write(target: &Bound<'_, PyAny>, call: bool, piece: &Bound<'_, PyAny>) -> PyResult<()> {
     if call {
         target.call1((piece,))?;

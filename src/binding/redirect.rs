@@ -138,6 +138,23 @@ impl EnteredVar {
     }
 }
 
+/// `2>&1` while a logger block on stdout is open: fd 2 would share that block's pipe, so a logger
+/// writing to stderr would feed on itself. The check (in Python, like the logger block's own at
+/// its classification) raises `ValueError` before anything is touched.
+fn refuse_merge_into_loggers(py: Python<'_>) -> PyResult<()> {
+    let loggers = super::live::open_loggers(py, 1);
+    if loggers.is_empty() {
+        return Ok(());
+    }
+    let check = py
+        .import("fdredirect._targets")?
+        .getattr(intern!(py, "refuse_merge_into_logger"))?;
+    for logger in loggers {
+        check.call1((logger,))?;
+    }
+    Ok(())
+}
+
 fn undo_switch(py: Python<'_>, fd: RawFd, id: u64) {
     let _ = py.detach(|| stack::exit(fd, id, false));
 }
@@ -307,6 +324,9 @@ impl Redirect {
 
 impl Redirect {
     pub fn enter(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
+        if matches!(self.plan, Plan::Stdout) {
+            refuse_merge_into_loggers(py)?;
+        }
         // Made before the switch: only setting it can fail after.
         let var = entered_var(py)?;
         let mut here = var.here(py)?;
