@@ -204,6 +204,47 @@ def test_native_output_at_each_synchronisation_point(kernel_env: None) -> None:
     assert after == [stream("stdout", "after\n")]
 
 
+# matplotlib's inline backend publishes a figure as display_data from plt.show(), synchronously.
+MATPLOTLIB_CELLS = [
+    "%matplotlib inline\nimport matplotlib.pyplot as plt\n"
+    "print('py before')\nplt.plot([1, 2]); plt.show()\nprint('py after')",
+    "%matplotlib inline\nimport matplotlib.pyplot as plt\nfrom fdredirect.testing import c_printf\n"
+    "c_printf('c before\\n', flush=True)\nprint('py before')\nplt.plot([1, 2]); plt.show()\n"
+    "print('py after')\nc_printf('c unflushed\\n');",
+]
+NATIVE_TEXTS = ("c before\n", "c unflushed\n")
+
+
+def without_native(outputs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The outputs with the C text taken out: without the extension the kernel's own fd capture
+    places it anywhere in the cell (or later, or never), so only the rest can be compared."""
+    kept = []
+    for output in outputs:
+        if output["output_type"] == "stream":
+            text = output["text"]
+            for native in NATIVE_TEXTS:
+                text = text.replace(native, "")
+            output = {**output, "text": text}
+            if not text:
+                continue
+        kept.append(output)
+    return merged(kept)
+
+
+def test_matplotlib_inline_with_native_output(kernel_env: None) -> None:
+    pytest.importorskip("matplotlib")
+    # A first import may build the font cache and say so on stderr: let that happen in cell 0.
+    warm = "import matplotlib.font_manager"
+    without = execute([warm, *MATPLOTLIB_CELLS])[0]
+    python, native = execute([SETUP + "\n" + warm, *MATPLOTLIB_CELLS])[0][1:]
+    assert comparable(python) == comparable(without[1])
+    assert [output["output_type"] for output in python] == ["stream", "display_data", "stream"]
+    assert "image/png" in python[1]["data"]
+    assert comparable(without_native(native)) == comparable(without_native(without[2]))
+    # The flushed C text before the figure, the unflushed one at the end of the cell.
+    assert native == [stream("stdout", "c before\npy before\n"), python[1], stream("stdout", "py after\nc unflushed\n")]
+
+
 def test_unload_and_load_twice() -> None:
     cells = run_notebook(
         [
