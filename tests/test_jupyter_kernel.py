@@ -192,3 +192,19 @@ def test_interrupts_at_cell_boundaries(kernel: Kernel, load: bool) -> None:
     alive = kernel.send("print('alive')")
     kernel.wait_idle(alive, timeout=10)
     assert kernel.text(alive) == "alive\n"
+
+
+def test_a_kernel_with_the_extension_exits_at_once_when_asked(kernel: Kernel) -> None:
+    # At interpreter exit the shutdown hook takes every open live block's delivery for good; the
+    # kernel's I/O thread then flushes its streams, which are synchronisation points: they must
+    # not wait for a delivery that never comes (the kernel sat there until its manager killed it).
+    kernel.run(SETUP)
+    kernel.run("c_write(1, 'native\\n'); print('python')")
+    process = kernel.manager.provisioner.process  # type: ignore[union-attr]
+    kernel.client.shutdown()
+    started = time.monotonic()
+    while process.poll() is None and time.monotonic() - started < 20:
+        time.sleep(0.01)
+    # The plain kernel exits in ~0.2 s here; with the wait it took 2.6 s.
+    assert process.poll() == 0
+    assert time.monotonic() - started < 1.5

@@ -477,3 +477,34 @@ sys.stderr.write(repr((message, unchanged)) + "\\n")
         "logger 'app' has a handler writing to stderr"
     )
     assert child.err.decode().splitlines()[:2] == ["before", "after"]
+
+
+def test_a_synchronisation_point_reached_during_interpreter_exit_returns_at_once() -> None:
+    # At exit the shutdown hook takes every open live block's delivery for good; a thread that
+    # then flushes (a kernel's I/O thread flushing its streams, which syncs) must not wait for it.
+    child = run_ok(
+        """
+import atexit, io, sys, threading, time
+errors = []
+def sync():
+    try:
+        block.sync()
+    except BaseException as exc:
+        errors.append(repr(exc))
+def late_sync():
+    worker = threading.Thread(target=sync)
+    start = time.monotonic()
+    worker.start()
+    worker.join(10)
+    sys.__stderr__.write(repr((worker.is_alive(), time.monotonic() - start < 1, errors)) + "\\n")
+atexit.register(late_sync)  # registered first: runs after fdredirect's own exit hook
+from fdredirect import redirect_stdout_fd
+from fdredirect.testing import c_write
+block = redirect_stdout_fd(io.StringIO())
+block.__enter__()
+c_write(1, "pending at exit\\n")
+""",
+        timeout=30,
+    )
+    assert child.err.strip().splitlines()[-1] == b"(False, True, [])"
+    assert child.out in (b"", b"pending at exit\n")

@@ -183,30 +183,34 @@ impl Live {
 
     /// Take the block's busy flag: one delivery of a block at a time. Usually nobody else
     /// delivers: take it at once (detaching costs a GIL hand-off). Otherwise wait without the
-    /// GIL, which the other delivery may need to finish; at most `limit`, if given. Returns
-    /// whether the flag was taken.
-    fn claim(&self, py: Python<'_>, limit: Option<std::time::Duration>) -> bool {
+    /// GIL, which the other delivery may need to finish. Returns whether the flag was taken.
+    /// A delivery gives up once interpreter exit has begun: `shutdown` then takes the flag for
+    /// good (and everything pending with it); `shutdown` itself waits at most `SHUTDOWN_WAIT`.
+    fn claim(&self, py: Python<'_>, for_shutdown: bool) -> bool {
         let was_busy = std::mem::replace(&mut *super::lock(py, &self.busy), true);
         if !was_busy {
             return true;
         }
         py.detach(|| {
-            let deadline = limit.map(|limit| std::time::Instant::now() + limit);
+            const SLICE: std::time::Duration = std::time::Duration::from_millis(50);
+            let deadline = std::time::Instant::now() + SHUTDOWN_WAIT;
             let mut busy = lock_briefly(&self.busy);
             while *busy {
-                busy = match deadline {
-                    None => self.idle.wait(busy).unwrap_or_else(PoisonError::into_inner),
-                    Some(deadline) => {
-                        let left = deadline.saturating_duration_since(std::time::Instant::now());
-                        if left.is_zero() {
-                            return false;
-                        }
-                        self.idle
-                            .wait_timeout(busy, left)
-                            .unwrap_or_else(PoisonError::into_inner)
-                            .0
-                    }
+                let now = std::time::Instant::now();
+                let gave_up = if for_shutdown {
+                    now >= deadline
+                } else {
+                    SHUTTING_DOWN.load(Ordering::Acquire)
                 };
+                if gave_up {
+                    return false;
+                }
+                let wait = if for_shutdown { deadline - now } else { SLICE };
+                busy = self
+                    .idle
+                    .wait_timeout(busy, wait)
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .0;
             }
             *busy = true;
             true
@@ -215,7 +219,9 @@ impl Live {
 
     /// Deliver what is pending plus `extra`. With `last`, returns the target's first exception.
     fn deliver(&self, py: Python<'_>, extra: Vec<u8>, last: bool) -> Option<PyErr> {
-        self.claim(py, None);
+        if !self.claim(py, false) {
+            return None; // interpreter exit: `shutdown` writes what is pending to the original fd
+        }
         // Taken with the GIL held: bytes taken by a thread that then waited for the GIL could be
         // stranded forever at interpreter shutdown. The channel lock is only ever held briefly.
         let mut bytes = self.channel.take_pending();
@@ -265,7 +271,9 @@ impl Live {
         if !drained {
             py.detach(|| self.channel.drain());
         }
-        self.claim(py, None);
+        if !self.claim(py, false) {
+            return Ok(()); // interpreter exit: `shutdown` has taken everything
+        }
         let bytes = self.channel.take_pending();
         let mut delivery = super::lock(py, &self.delivery);
         let sent = if delivery.error.is_some() || bytes.is_empty() {
@@ -617,7 +625,7 @@ pub fn shutdown(py: Python<'_>) {
             // does, and so does PyO3's first use of an interned name): let it finish, so the
             // bytes it holds reach the target, and keep the flag so that no other delivery
             // begins. Bounded: a target that never returns must not hang the exit.
-            let _ = live.claim(py, Some(SHUTDOWN_WAIT));
+            let _ = live.claim(py, true);
         }
         let _ = crate::stack::exit(live.fd, live.entry.load(Ordering::Acquire), false);
         if !ours {
