@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 jupyter_client = pytest.importorskip("jupyter_client")
-pytest.importorskip("ipykernel")
+ipykernel = pytest.importorskip("ipykernel")
 
 from fdredirect.testing import pattern  # noqa: E402
 
@@ -45,6 +45,9 @@ class Kernel:
     def close(self) -> None:
         self.client.stop_channels()
         self.manager.shutdown_kernel(now=True)
+        # An unclosed client context warns when collected, inside whichever test runs then.
+        if not self.client.context.closed:
+            self.client.context.destroy(linger=0)
 
     def send(self, code: str, subshell: str | None = None) -> str:
         msg = self.client.session.msg("execute_request", {"code": code, "silent": False, "store_history": True})
@@ -139,16 +142,19 @@ def test_interrupts_unload_reload_and_an_idle_flood(kernel: Kernel) -> None:
     # Unload: the kernel's own behaviour; load twice, reload: native output in place again.
     kernel.run("%unload_ext fdredirect\n%unload_ext fdredirect")
     unloaded = kernel.send(
-        "import sys\nprint(type(sys.stdout).__name__, type(sys.stdout.write).__name__, 'flush' in vars(sys.stdout))"
+        "import sys\nprint(type(sys.stdout).__name__, type(sys.stdout.write).__name__ == '_Synced', "
+        "'flush' in vars(sys.stdout))"
     )
     kernel.wait(unloaded)
-    assert kernel.text(unloaded) == "OutStream function False\n"  # IPython's own per-cell wrapper only
+    # The kernel's own stream, with at most IPython's own per-cell wrapper on `write` (IPython >= 9).
+    assert kernel.text(unloaded) == "OutStream False False\n"
     kernel.run("%load_ext fdredirect\n%load_ext fdredirect")
     again = kernel.send("for i in range(3):\n    c_printf(f'c {i}\\n', flush=True)\n    print(f'py {i}')")
     kernel.wait(again)
     assert kernel.text(again) == "c 0\npy 0\nc 1\npy 1\nc 2\npy 2\n"
 
 
+@pytest.mark.skipif(ipykernel.version_info < (7,), reason="subshells came with ipykernel 7")
 def test_subshell_cells_run_beside_a_main_cell(kernel: Kernel) -> None:
     assert kernel.run(SETUP)["status"] == "ok"
     subshell = kernel.subshell()

@@ -195,6 +195,7 @@ class _Extension:
             if vars(stream).get("flush") is synced:  # still ours: nobody wrapped it since
                 del stream.flush  # type: ignore[attr-defined]
         self.flushes.clear()
+        self.unwrap_writes()
         # Each block ends even if another fails; the first error is raised after all ended.
         error: BaseException | None = None
         while self.entered:
@@ -217,6 +218,21 @@ class _Extension:
         # previous one back at the cell's end, taking ours with it: so ours goes on top per cell.
         for fd, name in _NAMES.items():
             _wrap(getattr(sys, name), "write", fd)
+
+    def unwrap_writes(self) -> None:
+        # IPython >= 9 puts its own ``write`` back at each cell's end, dropping ours; older
+        # IPython does not: a wrapper of ours still on top goes, so the stream is the kernel's own.
+        for name in _NAMES.values():
+            stream: Any = getattr(sys, name)
+            synced = getattr(stream, "__dict__", {}).get("write")
+            if not isinstance(synced, _Synced):
+                continue
+            inner = synced.call
+            own_method = getattr(type(stream), "write", None)
+            if getattr(inner, "__func__", None) is own_method and getattr(inner, "__self__", None) is stream:
+                delattr(stream, "write")  # it wrapped the class's own method: no attribute was there before
+            else:
+                stream.write = inner
 
     def pre_run_cell(self, *_: object) -> None:
         self.sync_all()
