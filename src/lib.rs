@@ -18,7 +18,7 @@ use pyo3::prelude::*;
 #[pymodule]
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     fork::install_handlers(binding::live::hold_for_fork);
-    binding::live::intern_names(m.py());
+    binding::make_once(m.py())?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     m.add_class::<binding::redirect::Redirect>()?;
     m.add_class::<binding::captured::Captured>()?;

@@ -9,11 +9,12 @@
 use std::os::fd::OwnedFd;
 use std::sync::{Arc, Mutex};
 
+use pyo3::ffi;
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
-use pyo3::{ffi, intern};
 
 use super::errors::os_error;
+use super::names;
 use super::streams::flush_python;
 use crate::reader::Channel;
 use crate::{capture, flush};
@@ -175,7 +176,7 @@ impl Captured {
         let encoding = self.encoding.as_deref().unwrap_or("utf-8");
         Ok(bytes
             .bind(py)
-            .call_method1(intern!(py, "decode"), (encoding, &self.errors))?
+            .call_method1(names::DECODE.get(py), (encoding, &self.errors))?
             .unbind())
     }
 

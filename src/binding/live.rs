@@ -16,10 +16,10 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError, Weak};
 
 use pyo3::prelude::*;
-use pyo3::sync::Interned;
 use pyo3::types::{PyBytes, PyDict, PyString};
-use pyo3::{intern, PyErr};
+use pyo3::PyErr;
 
+use super::names;
 use crate::decode::{encoding_is, LineSplitter, Utf8Carry, UTF8_NAMES};
 use crate::reader::{self, Channel};
 use crate::sys;
@@ -106,7 +106,7 @@ impl Live {
             Decoder::Stateless
         } else {
             let codecs = py.import("codecs")?;
-            let factory = codecs.call_method1(intern!(py, "getincrementaldecoder"), (&encoding,))?;
+            let factory = codecs.call_method1(names::GETINCREMENTALDECODER.get(py), (&encoding,))?;
             Decoder::Python(factory.call1((errors,))?.unbind())
         };
         let delivery = Delivery {
@@ -287,8 +287,8 @@ impl Live {
         match self.mode {
             Mode::Text { call: false } | Mode::Bytes { call: false } if flush_target => {
                 let target = self.target.bind(py);
-                if target.hasattr(FLUSH.get(py))? {
-                    target.call_method0(FLUSH.get(py))?;
+                if target.hasattr(names::FLUSH.get(py))? {
+                    target.call_method0(names::FLUSH.get(py))?;
                 }
                 Ok(())
             }
@@ -319,11 +319,11 @@ impl Live {
                 }
                 if !lines.is_empty() {
                     let extra = PyDict::new(py);
-                    extra.set_item(FDREDIRECT_FD.get(py), self.fd)?;
+                    extra.set_item(names::FDREDIRECT_FD.get(py), self.fd)?;
                     let kwargs = PyDict::new(py);
-                    kwargs.set_item(EXTRA.get(py), extra)?;
+                    kwargs.set_item(names::EXTRA.get(py), extra)?;
                     for line in lines {
-                        target.call_method(LOG.get(py), (level, line), Some(&kwargs))?;
+                        target.call_method(names::LOG.get(py), (level, line), Some(&kwargs))?;
                     }
                 }
             }
@@ -390,7 +390,7 @@ fn call_or_write(target: &Bound<'_, PyAny>, call: bool, piece: &Bound<'_, PyAny>
     if call {
         target.call1((piece,))?;
     } else {
-        target.call_method1(WRITE.get(target.py()), (piece,))?;
+        target.call_method1(names::WRITE.get(target.py()), (piece,))?;
     }
     Ok(())
 }
@@ -409,12 +409,12 @@ fn decode<'py>(
             if last {
                 complete.extend(carry.finish());
             }
-            PyBytes::new(py, &complete).call_method1(DECODE.get(py), ("utf-8", errors))?
+            PyBytes::new(py, &complete).call_method1(names::DECODE.get(py), ("utf-8", errors))?
         }
-        Decoder::Stateless => PyBytes::new(py, bytes).call_method1(DECODE.get(py), (encoding, errors))?,
+        Decoder::Stateless => PyBytes::new(py, bytes).call_method1(names::DECODE.get(py), (encoding, errors))?,
         Decoder::Python(decoder) => decoder
             .bind(py)
-            .call_method1(DECODE.get(py), (PyBytes::new(py, bytes), last))?,
+            .call_method1(names::DECODE.get(py), (PyBytes::new(py, bytes), last))?,
     };
     Ok(decoded.cast_into::<PyString>()?)
 }
@@ -432,24 +432,6 @@ const SHUTDOWN_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// The most bytes handed to a target in one call (before decoding).
 const DELIVERY_PIECE: usize = 1 << 20;
-
-// The names that deliveries use, interned once at import (`intern_names`) rather than on first
-// use: PyO3 lets go of the GIL while it makes one, so a delivery thread making a name could be
-// overtaken by interpreter exit, and a `fork()` at that moment would leave the name "being made"
-// forever in the child, whose delivery thread would then wait for it forever.
-static DECODE: Interned = Interned::new("decode");
-static WRITE: Interned = Interned::new("write");
-static FLUSH: Interned = Interned::new("flush");
-static LOG: Interned = Interned::new("log");
-static EXTRA: Interned = Interned::new("extra");
-static FDREDIRECT_FD: Interned = Interned::new("fdredirect_fd");
-
-/// At import, while nothing else runs: see the names above.
-pub fn intern_names(py: Python<'_>) {
-    for name in [&DECODE, &WRITE, &FLUSH, &LOG, &EXTRA, &FDREDIRECT_FD] {
-        name.get(py);
-    }
-}
 
 /// Live blocks still open, for shutdown.
 static ACTIVE: Mutex<Vec<Arc<Live>>> = Mutex::new(Vec::new());

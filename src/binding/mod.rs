@@ -4,6 +4,7 @@ pub mod captured;
 pub mod crash;
 pub mod errors;
 pub mod live;
+pub mod names;
 pub mod redirect;
 pub mod step;
 pub mod streams;
@@ -14,9 +15,19 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 use pyo3::prelude::*;
 use pyo3::sync::MutexExt;
 
+/// At import, while nothing else runs: every name and object the binding makes once. Made on
+/// first use instead, a `fork()` in the middle of making one leaves it "being made" forever in
+/// the child (see `names`).
+pub fn make_once(py: Python<'_>) -> PyResult<()> {
+    names::intern_all(py);
+    streams::make_once(py)?;
+    redirect::make_once(py)?;
+    Ok(())
+}
+
 /// Lock a mutex while attached to Python. A plain `lock()` that has to wait would wait while
 /// holding the GIL, and the holder may itself be waiting for the GIL (any Python call can release
-/// it, e.g. `intern!` on first use): waiting detached cannot deadlock that way.
+/// it, e.g. any Python code): waiting detached cannot deadlock that way.
 pub fn lock<'a, T>(py: Python<'_>, mutex: &'a Mutex<T>) -> MutexGuard<'a, T> {
     mutex.lock_py_attached(py).unwrap_or_else(PoisonError::into_inner)
 }

@@ -11,7 +11,6 @@ use std::os::unix::ffi::OsStrExt;
 use std::sync::{Arc, Mutex};
 
 use pyo3::exceptions::{PyRuntimeError, PyValueError};
-use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyBool, PyBytes, PyDict, PyTuple};
@@ -19,6 +18,7 @@ use pyo3::types::{PyBool, PyBytes, PyDict, PyTuple};
 use super::captured::Captured;
 use super::errors::{io_error, removed_file_error, to_pyerr};
 use super::live::{Live, Mode};
+use super::names;
 use super::step::Step;
 use super::streams::{activate, deactivate, flush_python};
 use crate::crash::{self, Held};
@@ -113,6 +113,11 @@ struct EnteredVar {
 
 static ENTERED: PyOnceLock<EnteredVar> = PyOnceLock::new();
 
+/// At import (see `binding::make_once`).
+pub fn make_once(py: Python<'_>) -> PyResult<()> {
+    entered_var(py).map(|_| ())
+}
+
 fn entered_var(py: Python<'_>) -> PyResult<&EnteredVar> {
     ENTERED.get_or_try_init(py, || {
         let default = PyDict::new(py);
@@ -148,7 +153,7 @@ fn refuse_merge_into_loggers(py: Python<'_>) -> PyResult<()> {
     }
     let check = py
         .import("fdredirect._targets")?
-        .getattr(intern!(py, "refuse_merge_into_logger"))?;
+        .getattr(names::REFUSE_MERGE_INTO_LOGGER.get(py))?;
     for logger in loggers {
         check.call1((logger,))?;
     }
@@ -340,8 +345,8 @@ impl Redirect {
             Plan::Path(path) => Some(Sink::Path(path)),
             Plan::File => {
                 let file = self.target.bind(py);
-                file.call_method0(intern!(py, "flush"))?;
-                file_fd = file.call_method0(intern!(py, "fileno"))?.extract::<RawFd>()?;
+                file.call_method0(names::FLUSH.get(py))?;
+                file_fd = file.call_method0(names::FILENO.get(py))?.extract::<RawFd>()?;
                 Some(Sink::Fd(file_fd))
             }
             Plan::DevNull => Some(Sink::DevNull),

@@ -16,10 +16,11 @@ use pyo3::exceptions::PyException;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyBytes, PyDict, PyMemoryView, PyModule, PyString, PyTuple};
-use pyo3::{intern, IntoPyObjectExt};
+use pyo3::IntoPyObjectExt;
 
 use super::errors::os_error;
 use super::lock;
+use super::names;
 use crate::decode::{encoding_is, UTF8_NAMES};
 use crate::sys;
 
@@ -80,17 +81,17 @@ fn writer(py: Python<'_>, fd: RawFd) -> PyResult<&Py<FdWriter>> {
 
 fn sys_name(py: Python<'_>, fd: RawFd) -> &Bound<'_, PyString> {
     if fd == 1 {
-        intern!(py, "stdout")
+        names::STDOUT.get(py)
     } else {
-        intern!(py, "stderr")
+        names::STDERR.get(py)
     }
 }
 
 fn dunder_name(py: Python<'_>, fd: RawFd) -> &Bound<'_, PyString> {
     if fd == 1 {
-        intern!(py, "__stdout__")
+        names::DUNDER_STDOUT.get(py)
     } else {
-        intern!(py, "__stderr__")
+        names::DUNDER_STDERR.get(py)
     }
 }
 
@@ -105,10 +106,10 @@ pub fn flush_python(py: Python<'_>) -> PyResult<()> {
     let Ok(sys) = sys_module(py) else { return Ok(()) };
     let mut interrupted = None;
     let names = [
-        intern!(py, "stdout"),
-        intern!(py, "stderr"),
-        intern!(py, "__stdout__"),
-        intern!(py, "__stderr__"),
+        names::STDOUT.get(py),
+        names::STDERR.get(py),
+        names::DUNDER_STDOUT.get(py),
+        names::DUNDER_STDERR.get(py),
     ];
     let mut flushed: [usize; 4] = [0; 4];
     for (i, name) in names.into_iter().enumerate() {
@@ -120,7 +121,7 @@ pub fn flush_python(py: Python<'_>) -> PyResult<()> {
             continue;
         }
         flushed[i] = id;
-        if let Err(err) = stream.call_method0(intern!(py, "flush")) {
+        if let Err(err) = stream.call_method0(names::FLUSH.get(py)) {
             if !err.is_instance_of::<PyException>(py) && interrupted.is_none() {
                 interrupted = Some(err);
             }
@@ -143,7 +144,7 @@ fn line_buffering_kwargs(py: Python<'_>, on: bool) -> Option<&Bound<'_, PyDict>>
         .get_or_try_init(py, || {
             let make = |on: bool| {
                 let kwargs = PyDict::new(py);
-                kwargs.set_item(intern!(py, "line_buffering"), on)?;
+                kwargs.set_item(names::LINE_BUFFERING.get(py), on)?;
                 Ok::<_, PyErr>(kwargs.unbind())
             };
             Ok::<_, PyErr>([make(false)?, make(true)?])
@@ -155,18 +156,29 @@ fn line_buffering_kwargs(py: Python<'_>, on: bool) -> Option<&Bound<'_, PyDict>>
 /// Whether `stream` is a buffered `io.TextIOWrapper` on `fd` itself: the exact io class (whose
 /// flush is all native code; a subclass's or a Python object's methods could do anything), and
 /// not already unbuffered (`PYTHONUNBUFFERED`: write-through onto a raw `FileIO`).
+fn io_types(py: Python<'_>) -> PyResult<&[Py<PyAny>; 2]> {
+    IO_TYPES.get_or_try_init(py, || {
+        let io = py.import("io")?;
+        Ok::<_, PyErr>([io.getattr("TextIOWrapper")?.unbind(), io.getattr("FileIO")?.unbind()])
+    })
+}
+
+/// At import, while nothing else runs: the once-made objects of this module (see `names`).
+pub fn make_once(py: Python<'_>) -> PyResult<()> {
+    sys_module(py)?;
+    writer(py, 1)?;
+    io_types(py)?;
+    line_buffering_kwargs(py, true);
+    Ok(())
+}
+
 fn buffers_on_fd(py: Python<'_>, stream: &Bound<'_, PyAny>, fd: RawFd) -> Option<bool> {
-    let [text_io_wrapper, file_io] = IO_TYPES
-        .get_or_try_init(py, || {
-            let io = py.import("io")?;
-            Ok::<_, PyErr>([io.getattr("TextIOWrapper")?.unbind(), io.getattr("FileIO")?.unbind()])
-        })
-        .ok()?;
+    let [text_io_wrapper, file_io] = io_types(py).ok()?;
     if !stream.get_type().is(text_io_wrapper.bind(py)) {
         return Some(false);
     }
     if stream
-        .call_method0(intern!(py, "fileno"))
+        .call_method0(names::FILENO.get(py))
         .ok()?
         .extract::<RawFd>()
         .ok()?
@@ -174,9 +186,9 @@ fn buffers_on_fd(py: Python<'_>, stream: &Bound<'_, PyAny>, fd: RawFd) -> Option
     {
         return Some(false);
     }
-    let write_through = stream.getattr(intern!(py, "write_through")).ok()?.is_truthy().ok()?;
+    let write_through = stream.getattr(names::WRITE_THROUGH.get(py)).ok()?.is_truthy().ok()?;
     let raw = stream
-        .getattr(intern!(py, "buffer"))
+        .getattr(names::BUFFER.get(py))
         .ok()?
         .get_type()
         .is(file_io.bind(py));
@@ -201,11 +213,11 @@ fn line_buffer_dunder(py: Python<'_>, sys: &Bound<'_, PyModule>, fd: RawFd) -> O
         drop(replaced); // outside the lock: the last reference may run Python code
         buffers
     };
-    if !buffers || stream.getattr(intern!(py, "line_buffering")).ok()?.is_truthy().ok()? {
+    if !buffers || stream.getattr(names::LINE_BUFFERING.get(py)).ok()?.is_truthy().ok()? {
         return None;
     }
     stream
-        .call_method(intern!(py, "reconfigure"), (), Some(line_buffering_kwargs(py, true)?))
+        .call_method(names::RECONFIGURE.get(py), (), Some(line_buffering_kwargs(py, true)?))
         .ok()?;
     Some(stream.unbind())
 }
@@ -215,11 +227,11 @@ fn line_buffer_dunder(py: Python<'_>, sys: &Bound<'_, PyModule>, fd: RawFd) -> O
 fn restore_dunder(py: Python<'_>, stream: &Py<PyAny>) {
     let stream = stream.bind(py);
     let still = stream
-        .getattr(intern!(py, "line_buffering"))
+        .getattr(names::LINE_BUFFERING.get(py))
         .and_then(|b| b.is_truthy())
         .unwrap_or(false);
     if let (true, Some(kwargs)) = (still, line_buffering_kwargs(py, false)) {
-        let _ = stream.call_method(intern!(py, "reconfigure"), (), Some(kwargs));
+        let _ = stream.call_method(names::RECONFIGURE.get(py), (), Some(kwargs));
     }
 }
 
@@ -338,7 +350,7 @@ impl FdWriter {
         }
         // Any other bytes-like object; memoryview() raises the TypeError for everything else.
         let view = PyMemoryView::from(data)?;
-        let bytes = view.call_method0(intern!(py, "tobytes"))?.cast_into::<PyBytes>()?;
+        let bytes = view.call_method0(names::TOBYTES.get(py))?.cast_into::<PyBytes>()?;
         self.write_bytes(py, bytes.as_bytes())?;
         Ok(bytes.as_bytes().len())
     }
