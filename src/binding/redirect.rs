@@ -513,6 +513,7 @@ impl Redirect {
                 memfd: Some(memfd.as_raw_fd()),
                 pipe: None,
                 channel: None,
+                show_pending: false,
             };
             crash::attach(id, &held);
         }
@@ -586,7 +587,8 @@ impl Redirect {
                     let held = Held {
                         memfd: None,
                         pipe: Some(read_end),
-                        channel: undelivered.then_some(&channel),
+                        channel: Some(&channel),
+                        show_pending: undelivered,
                     };
                     crash::attach(entered.id, &held);
                     match tee_original(&channel, tee, entered.original.as_ref()) {

@@ -90,15 +90,28 @@ fn dump_pipe(pipe: RawFd, fd: RawFd, buf: &mut [u8]) {
     }
 }
 
-/// A live target's undelivered bytes, if its lock can be had without blocking: the reader or the
-/// delivery thread holds it only briefly, so it is tried for a while; if the crashing thread
-/// itself holds it, the bytes are skipped rather than deadlocking.
-fn dump_pending(channel: &Channel, fd: RawFd) {
+/// What a block's pipe holds, preceded by a live target's undelivered bytes (with `show`). Done
+/// holding the channel's lock when it can be had without blocking: the reader and the delivery
+/// thread hold it only while they read and forward a piece, so it is tried for a while, and
+/// holding it keeps them from taking bytes out of the pipe while it is shown (a tee's copy in
+/// flight would land after the rest). If the crashing thread itself holds it, the pending bytes
+/// are skipped rather than deadlocking, and the pipe is shown anyway.
+fn dump_channel(channel: &Channel, show: bool, pipe: RawFd, fd: RawFd, buf: &mut [u8]) {
     for _ in 0..50 {
-        if channel.try_with_pending(|pending| write_out(fd, pending)) {
+        if channel.try_with_pending(|pending| {
+            if show {
+                write_out(fd, pending);
+            }
+            if pipe >= 0 {
+                dump_pipe(pipe, fd, buf);
+            }
+        }) {
             return;
         }
         sleep_ms(1);
+    }
+    if pipe >= 0 {
+        dump_pipe(pipe, fd, buf);
     }
 }
 
@@ -189,12 +202,12 @@ pub(super) fn dump(claimed: &[usize], restored: &mut [Restored; SLOTS]) -> usize
             continue;
         }
         let channel = slot.channel.load(Ordering::Relaxed);
-        if !channel.is_null() {
-            // SAFETY: the slot holds a strong reference (from `attach`) until `untrack`.
-            dump_pending(unsafe { &*channel }, fd);
-        }
         let pipe = slot.pipe.load(Ordering::Relaxed);
-        if pipe >= 0 {
+        if !channel.is_null() {
+            let show = slot.show_pending.load(Ordering::Relaxed);
+            // SAFETY: the slot holds a strong reference (from `attach`) until `untrack`.
+            dump_channel(unsafe { &*channel }, show, pipe, fd, buf);
+        } else if pipe >= 0 {
             dump_pipe(pipe, fd, buf);
         }
         let memfd = slot.memfd.load(Ordering::Relaxed);
@@ -281,6 +294,7 @@ mod tests {
             memfd: Some(memfd.as_raw_fd()),
             pipe: None,
             channel: None,
+            show_pending: false,
         };
         attach(entered.id, &held);
         sys::write_all(fd, b"last words", &mut 0).unwrap();

@@ -19,7 +19,7 @@ mod signals;
 
 use std::os::fd::{AsRawFd, RawFd};
 use std::ptr;
-use std::sync::atomic::{AtomicI32, AtomicPtr, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicPtr, AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use crate::reader::Channel;
@@ -49,8 +49,12 @@ struct Slot {
     pipe: AtomicI32,
     /// For a guard (`guard`): the slot's own copy of `saved`, closed with the slot; -1 otherwise.
     owned_saved: AtomicI32,
-    /// `Arc::into_raw` of a live target's channel: its undelivered bytes. Null if none.
+    /// `Arc::into_raw` of the block's channel (live or tee). Null if none.
     channel: AtomicPtr<Channel>,
+    /// Whether the channel's undelivered bytes are shown (a live target's; a tee's were already
+    /// copied to the original destination). Either way the dump first waits for a thread that
+    /// is draining the pipe to finish, so bytes it took are forwarded before the rest is shown.
+    show_pending: AtomicBool,
 }
 
 impl Slot {
@@ -66,6 +70,7 @@ impl Slot {
             pipe: AtomicI32::new(-1),
             owned_saved: AtomicI32::new(-1),
             channel: AtomicPtr::new(ptr::null_mut()),
+            show_pending: AtomicBool::new(false),
         }
     }
 }
@@ -177,8 +182,11 @@ pub struct Held<'a> {
     pub memfd: Option<RawFd>,
     /// The read end of a live or tee block's pipe.
     pub pipe: Option<RawFd>,
-    /// A live target's channel (not a tee's), whose undelivered bytes are shown too.
+    /// The block's channel (live or tee): a thread draining it is waited for before the pipe is
+    /// read.
     pub channel: Option<&'a Arc<Channel>>,
+    /// Show the channel's undelivered bytes too (a live target's, not a tee's).
+    pub show_pending: bool,
 }
 
 /// Record what entry `id` holds, and install the signal handlers on first use. Best effort: a
@@ -198,6 +206,7 @@ pub fn attach(id: u64, held: &Held<'_>) {
     if let Some(channel) = held.channel {
         let channel = Arc::into_raw(Arc::clone(channel)).cast_mut();
         slot.channel.store(channel, Ordering::Relaxed);
+        slot.show_pending.store(held.show_pending, Ordering::Relaxed);
     }
     slot.state.store(ACTIVE, Ordering::Release);
 }
