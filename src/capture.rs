@@ -28,7 +28,7 @@ pub fn create() -> io::Result<OwnedFd> {
     };
     // SAFETY: `fd` was just created and is owned by nothing else.
     let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-    crate::sys::add_status_flags(fd.as_raw_fd(), libc::O_APPEND)?;
+    crate::sys::set_status_flags_of_new(fd.as_raw_fd(), libc::O_APPEND)?;
     crate::sys::lift_above_stdio(fd)
 }
 
