@@ -48,13 +48,7 @@ fn unlinked_temp_file() -> io::Result<RawFd> {
 
 /// How many bytes the memory file holds now.
 pub fn size(fd: &OwnedFd) -> io::Result<usize> {
-    let mut stat = std::mem::MaybeUninit::<libc::stat>::uninit();
-    // SAFETY: fstat fills `stat` on success.
-    if unsafe { libc::fstat(fd.as_raw_fd(), stat.as_mut_ptr()) } < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: fstat succeeded, so `stat` is initialised.
-    Ok(unsafe { stat.assume_init() }.st_size as usize)
+    Ok(crate::sys::fstat(fd.as_raw_fd())?.st_size as usize)
 }
 
 /// Fill `buf` from `offset` on. Returns how many bytes were read (less only if the file is shorter).

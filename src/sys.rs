@@ -266,16 +266,19 @@ pub fn set_status_flags_of_new(fd: RawFd, flags: libc::c_int) -> io::Result<()> 
     Ok(())
 }
 
+/// `fstat(fd)`: the one place the core asks what an fd refers to.
+pub fn fstat(fd: RawFd) -> io::Result<libc::stat> {
+    let mut stat = std::mem::MaybeUninit::<libc::stat>::uninit();
+    // SAFETY: fstat writes one `struct stat` into the buffer, which is read only on success.
+    check(unsafe { libc::fstat(fd, stat.as_mut_ptr()) })?;
+    // SAFETY: fstat succeeded, so it initialised the struct.
+    Ok(unsafe { stat.assume_init() })
+}
+
 /// Which pipe `fd` is an end of, as (`st_dev`, `st_ino`); `None` when it is not a pipe or FIFO.
 pub fn pipe_identity(fd: RawFd) -> Option<(u64, u64)> {
-    let mut stat = std::mem::MaybeUninit::<libc::stat>::uninit();
-    // SAFETY: fstat fills `stat` on success.
-    if unsafe { libc::fstat(fd, stat.as_mut_ptr()) } < 0 {
-        return None;
-    }
-    // SAFETY: fstat succeeded, so `stat` is initialised.
-    let stat = unsafe { stat.assume_init() };
-    (stat.st_mode & libc::S_IFMT == libc::S_IFIFO).then_some((stat.st_dev, stat.st_ino))
+    let stat = fstat(fd).ok()?;
+    (stat.st_mode & libc::S_IFMT == libc::S_IFIFO).then(|| identity_of(&stat))
 }
 
 /// How many bytes a pipe holds now (`FIONREAD`); 0 if that cannot be told.
@@ -291,15 +294,12 @@ pub fn bytes_available(fd: RawFd) -> usize {
 /// What open file `fd` refers to (device, inode), to tell later whether it still points there;
 /// `None` if `fd` is closed.
 pub fn identity(fd: RawFd) -> Option<(u64, u64)> {
-    let mut stat = std::mem::MaybeUninit::<libc::stat>::uninit();
-    // SAFETY: fstat writes one `struct stat` into the buffer, which is read only on success.
-    if unsafe { libc::fstat(fd, stat.as_mut_ptr()) } < 0 {
-        return None;
-    }
-    // SAFETY: fstat succeeded, so it initialised the struct.
-    let stat = unsafe { stat.assume_init() };
-    #[allow(clippy::useless_conversion)] // the field types differ between platforms
-    Some((u64::from(stat.st_dev), u64::from(stat.st_ino)))
+    fstat(fd).ok().map(|stat| identity_of(&stat))
+}
+
+#[allow(clippy::useless_conversion)] // the field types differ between platforms
+fn identity_of(stat: &libc::stat) -> (u64, u64) {
+    (u64::from(stat.st_dev), u64::from(stat.st_ino))
 }
 
 #[cfg(test)]

@@ -163,6 +163,15 @@ pub(super) struct Restored {
     pub(super) open: bool,
 }
 
+impl Restored {
+    /// An unused entry of the fixed array a dump fills (no allocation in a signal handler).
+    pub(super) const NONE: Restored = Restored {
+        fd: -1,
+        spare: -1,
+        open: false,
+    };
+}
+
 /// End every active redirect of this process: point each fd back at its destination before the
 /// outer-most block (all fds first, so that whatever writes next — faulthandler, the previous
 /// handler — reaches it), then write there, outer-most block first, what each block holds.
@@ -302,11 +311,7 @@ mod tests {
         let pid = unsafe { libc::fork() };
         if pid == 0 {
             let mut claimed = [0; SLOTS];
-            let mut restored = [Restored {
-                fd: -1,
-                spare: -1,
-                open: false,
-            }; SLOTS];
+            let mut restored = [Restored::NONE; SLOTS];
             let count = claim_all(stack::generation(), &mut claimed);
             dump(&claimed[..count], &mut restored);
             // SAFETY: leaving the child at once.
