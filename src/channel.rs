@@ -16,11 +16,12 @@
 //! were in place before the block began), and takes that channel's lock while holding its own.
 //! Locks are therefore always taken in reverse switch order, which cannot deadlock.
 
+use crate::locks;
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard};
 
-use crate::sys;
+use crate::fd;
 
 /// The most one `read` takes from a pipe.
 const READ_CHUNK: usize = 64 << 10;
@@ -51,7 +52,7 @@ impl Forward {
         match self {
             Forward::Fd { failed: true, .. } => Ok(()),
             Forward::Fd { fd, failed } => {
-                let sent = sys::write_all_waiting(fd.as_raw_fd(), data);
+                let sent = fd::write_all_waiting(fd.as_raw_fd(), data);
                 *failed = sent.is_err();
                 sent
             }
@@ -122,7 +123,7 @@ impl State {
 
 impl Channel {
     pub fn new(read: OwnedFd, forward: Vec<OwnedFd>, buffered: bool, notify: Box<dyn Fn() + Send + Sync>) -> Self {
-        let pipe = sys::pipe_identity(read.as_raw_fd());
+        let pipe = fd::pipe_identity(read.as_raw_fd());
         let forward: Vec<Forward> = forward.into_iter().map(crate::reader::resolve).collect();
         let state = State {
             read: Some(read),
@@ -148,7 +149,7 @@ impl Channel {
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+        locks::lock(&self.state)
     }
 
     /// Also send every byte to `fd` as it arrives. Added before the channel is registered.
@@ -261,7 +262,7 @@ impl Channel {
         let held = state
             .read
             .as_ref()
-            .map_or(0, |read| sys::bytes_available(read.as_raw_fd()));
+            .map_or(0, |read| fd::bytes_available(read.as_raw_fd()));
         let (added, _) = Self::drain_locked(&mut state, Some(held));
         drop(state);
         if added > 0 {
@@ -323,7 +324,7 @@ impl Channel {
         let held = state
             .read
             .as_ref()
-            .map_or(0, |read| sys::bytes_available(read.as_raw_fd()));
+            .map_or(0, |read| fd::bytes_available(read.as_raw_fd()));
         let (_, mut eof) = Self::drain_locked(&mut state, Some(held));
         let mut probe = Vec::new();
         if !eof {

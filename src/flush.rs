@@ -6,10 +6,11 @@
 //! with `RTLD_NOLOAD` and searched there. The list is rebuilt only when the loader's
 //! `dlpi_adds`/`dlpi_subs` counters move: a scan costs far more than the flush itself.
 
+use crate::locks;
 use std::ffi::{c_void, CStr};
 use std::io;
 use std::os::fd::RawFd;
-use std::sync::{Mutex, MutexGuard, Once, PoisonError};
+use std::sync::{Mutex, MutexGuard, Once};
 
 extern "C" {
     // glibc's standard streams; always initialised before any code of ours runs.
@@ -74,7 +75,7 @@ static RUNTIMES: Mutex<Runtimes> = Mutex::new(Runtimes {
 });
 
 pub(crate) fn lock_runtimes() -> MutexGuard<'static, Runtimes> {
-    RUNTIMES.lock().unwrap_or_else(PoisonError::into_inner)
+    locks::lock(&RUNTIMES)
 }
 
 /// Flush libc's `stdout` and `stderr`, and every loaded C++ and Fortran runtime.
@@ -122,7 +123,7 @@ pub fn line_buffer_terminal_stdout() {
         // SAFETY: stdout is a valid FILE; __fbufsize only reads it; setvbuf is allowed before the
         // first I/O on the stream, which is exactly when the buffer size is still 0.
         unsafe {
-            if crate::sys::isatty(1) && __fbufsize(stdout) == 0 {
+            if crate::fd::isatty(1) && __fbufsize(stdout) == 0 {
                 libc::setvbuf(stdout, std::ptr::null_mut(), libc::_IOLBF, libc::BUFSIZ as usize);
             }
         }

@@ -1,17 +1,18 @@
-//! fdredirect's native core. The fd core (`sys`, `flush`, `capture`, `stack`, `fork`) is plain
+//! fdredirect's native core. The fd core (`fd`, `flush`, `memfile`, `stack`, `fork`) is plain
 //! Rust; `binding` is the only part that touches Python types.
 
 mod binding;
-mod capture;
 mod channel;
 mod crash;
 mod decode;
 mod error;
+mod fd;
 mod flush;
 mod fork;
+mod locks;
+mod memfile;
 mod reader;
 mod stack;
-mod sys;
 
 use pyo3::prelude::*;
 

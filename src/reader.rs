@@ -4,12 +4,13 @@
 //! stands back; see "Handing the live pipes over" below. Each block's pipe and the routing of its
 //! bytes is a `Channel` (`crate::channel`).
 
+use crate::locks;
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 pub use crate::channel::{Channel, Forward};
-use crate::sys;
+use crate::fd;
 
 // Handing the live pipes over between the delivery thread and the reader.
 //
@@ -34,7 +35,7 @@ const STREAMING: usize = 16 << 10;
 pub fn delivery_polls() {
     let mut registry = lock_registry();
     if let Some(timer) = registry.ours_mut() {
-        sys::set_timer(timer, 0);
+        fd::set_timer(timer, 0);
         registry.delivery_polling = true;
     }
 }
@@ -49,7 +50,7 @@ pub fn delivery_leaves(drained: usize) {
     if drained >= STREAMING {
         wake(&registry);
     } else {
-        sys::set_timer(timer, BACKSTOP_NANOS);
+        fd::set_timer(timer, BACKSTOP_NANOS);
     }
 }
 
@@ -82,7 +83,7 @@ impl Registry {
 }
 
 pub(crate) fn lock_registry() -> MutexGuard<'static, Registry> {
-    REGISTRY.lock().unwrap_or_else(PoisonError::into_inner)
+    locks::lock(&REGISTRY)
 }
 
 /// Serve `channel` from now on, starting the reader thread on first use.
@@ -92,8 +93,8 @@ pub fn register(channel: Arc<Channel>) -> io::Result<()> {
     if registry.generation != Some(generation) {
         // First use, or a forked child: the parent's thread does not exist here.
         std::mem::forget(std::mem::take(&mut registry.channels));
-        let (wake_read, wake_write) = sys::pipe_nonblocking()?;
-        let timer = sys::timer()?;
+        let (wake_read, wake_write) = fd::pipe_nonblocking()?;
+        let timer = fd::timer()?;
         let timer_fd = timer.as_raw_fd(); // owned by the registry, which outlives the thread
         std::thread::Builder::new()
             .name("fdredirect-reader".into())
@@ -125,7 +126,7 @@ pub fn unregister(channel: &Arc<Channel>) {
 /// pipe, that channel itself, so that no thread of the library ever blocks writing into a pipe
 /// that only the library drains (see `crate::channel`).
 pub fn resolve(fd: OwnedFd) -> Forward {
-    let Some(pipe) = sys::pipe_identity(fd.as_raw_fd()) else {
+    let Some(pipe) = fd::pipe_identity(fd.as_raw_fd()) else {
         return Forward::Fd { fd, failed: false };
     };
     let to = lock_registry()
@@ -177,7 +178,7 @@ fn take_inflow(channel: &Arc<Channel>, depth: usize) {
 
 fn wake(registry: &Registry) {
     if let Some(wake) = &registry.wake {
-        sys::poke(wake.as_raw_fd());
+        fd::poke(wake.as_raw_fd());
     }
 }
 
@@ -195,9 +196,9 @@ fn run(wake: &OwnedFd, timer: RawFd) {
                 served.push(Arc::clone(channel));
             }
         }
-        let ready = sys::wait_readable(&polled);
+        let ready = fd::wait_readable(&polled);
         for (&fd, _) in polled[..2].iter().zip(&ready).filter(|(_, &ready)| ready) {
-            sys::discard_available(fd);
+            fd::discard_available(fd);
         }
         for (channel, _) in served.iter().zip(&ready[2..]).filter(|(_, &ready)| ready) {
             // The delivery thread polls live pipes too, and may be draining this one.
@@ -217,8 +218,8 @@ fn run(wake: &OwnedFd, timer: RawFd) {
 /// Make a pipe for a live block: (read end, non-blocking; write end), both close-on-exec and
 /// above the standard streams.
 pub fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
-    let (read, write) = sys::pipe_cloexec()?;
-    sys::set_nonblocking(read.as_raw_fd())?;
+    let (read, write) = fd::pipe_cloexec()?;
+    fd::set_nonblocking(read.as_raw_fd())?;
     Ok((read, write))
 }
 
@@ -253,7 +254,7 @@ mod tests {
         register(Arc::clone(&channel)).unwrap();
         // 8 MiB through a 64 KiB pipe: completes only because the reader keeps draining.
         let data: Vec<u8> = (0..8 << 20).map(|i: u32| (i % 251) as u8).collect();
-        sys::write_all(write.as_raw_fd(), &data, &mut 0).unwrap();
+        fd::write_all(write.as_raw_fd(), &data, &mut 0).unwrap();
         drop(write);
         wait_until(|| channel.is_drained());
         assert_eq!(channel.take_pending(), data);
@@ -266,7 +267,7 @@ mod tests {
         let (late_read, late_write) = pipe().unwrap();
         let channel = Arc::new(Channel::new(read, Vec::new(), true, Box::new(|| {})));
         // Not registered: nothing drains but `end` itself.
-        sys::write_all(write.as_raw_fd(), b"in block", &mut 0).unwrap();
+        fd::write_all(write.as_raw_fd(), b"in block", &mut 0).unwrap();
         let (pending, eof) = channel.end(Some(Forward::Fd {
             fd: late_write,
             failed: false,
@@ -274,7 +275,7 @@ mod tests {
         assert_eq!(pending, b"in block");
         assert!(!eof, "the write end is still open");
         register(Arc::clone(&channel)).unwrap();
-        sys::write_all(write.as_raw_fd(), b"late", &mut 0).unwrap();
+        fd::write_all(write.as_raw_fd(), b"late", &mut 0).unwrap();
         drop(write);
         wait_until(|| channel.is_drained());
         let mut got = Vec::new();
@@ -287,7 +288,7 @@ mod tests {
     fn end_sees_eof_when_no_writer_is_left() {
         let (read, write) = pipe().unwrap();
         let channel = Channel::new(read, Vec::new(), true, Box::new(|| {}));
-        sys::write_all(write.as_raw_fd(), b"all", &mut 0).unwrap();
+        fd::write_all(write.as_raw_fd(), b"all", &mut 0).unwrap();
         drop(write);
         assert_eq!(channel.end(None), (b"all".to_vec(), true));
     }
@@ -295,12 +296,12 @@ mod tests {
     #[test]
     fn forwards_every_byte_as_it_arrives() {
         let (read, write) = pipe().unwrap();
-        let file = crate::capture::create().unwrap();
-        let copy = sys::dup_above_stdio(file.as_raw_fd()).unwrap();
+        let file = crate::memfile::create().unwrap();
+        let copy = fd::dup_above_stdio(file.as_raw_fd()).unwrap();
         let channel = Arc::new(Channel::new(read, vec![copy], false, Box::new(|| {})));
         register(Arc::clone(&channel)).unwrap();
-        sys::write_all(write.as_raw_fd(), b"teed", &mut 0).unwrap();
-        wait_until(|| crate::capture::size(&file).unwrap() == 4);
+        fd::write_all(write.as_raw_fd(), b"teed", &mut 0).unwrap();
+        wait_until(|| crate::memfile::size(&file).unwrap() == 4);
         drop(write);
         wait_until(|| channel.is_drained());
         assert!(channel.take_pending().is_empty());
@@ -316,14 +317,14 @@ mod tests {
         register(Arc::clone(&outer)).unwrap();
         let (inner_read, inner_write) = pipe().unwrap();
         let inner = Arc::new(Channel::new(inner_read, Vec::new(), false, Box::new(|| {})));
-        inner.add_forward(sys::dup_above_stdio(outer_write.as_raw_fd()).unwrap());
+        inner.add_forward(fd::dup_above_stdio(outer_write.as_raw_fd()).unwrap());
         register(Arc::clone(&inner)).unwrap();
         let data: Vec<u8> = (0..4 << 20).map(|i: u32| (i % 253) as u8).collect();
-        sys::write_all(inner_write.as_raw_fd(), &data, &mut 0).unwrap();
+        fd::write_all(inner_write.as_raw_fd(), &data, &mut 0).unwrap();
         drop(inner_write);
         wait_until(|| inner.is_drained());
         // Late output of the outer block after its end goes to a plain fd.
-        sys::write_all(outer_write.as_raw_fd(), b"tail", &mut 0).unwrap();
+        fd::write_all(outer_write.as_raw_fd(), b"tail", &mut 0).unwrap();
         let (late_read, late_write) = pipe().unwrap();
         let mut pending = end(&outer, Some(late_write));
         pending.extend(outer.take_pending());

@@ -7,14 +7,15 @@
 //! A redirect made outside this stack (another library's `dup2`) owns the fd while it lasts: an
 //! entry that ends while the fd points somewhere else than its sink leaves the fd alone.
 
+use crate::locks;
 use std::ffi::CStr;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, MutexGuard, PoisonError, TryLockError};
+use std::sync::{Mutex, MutexGuard, TryLockError};
 
 use crate::error::{Error, Subject};
-use crate::{capture, crash, flush, sys};
+use crate::{crash, fd, flush, memfile};
 
 /// Where a redirected fd should point.
 #[derive(Debug)]
@@ -82,7 +83,7 @@ static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 static GENERATION: AtomicU64 = AtomicU64::new(0);
 
 pub(crate) fn lock_stacks() -> MutexGuard<'static, Stacks> {
-    STACKS.lock().unwrap_or_else(PoisonError::into_inner)
+    locks::lock(&STACKS)
 }
 
 /// The current fork generation: changes in every forked child.
@@ -116,23 +117,23 @@ fn open_sink(fd: RawFd, sink: &Sink<'_>) -> Result<(Option<OwnedFd>, RawFd), Err
     let opened = match sink {
         Sink::Fd(target) | Sink::Follow(target) => {
             let target = *target;
-            let mode = sys::access_mode(target).map_err(|e| Error::os(e, Subject::Fd(target)))?;
+            let mode = fd::access_mode(target).map_err(|e| Error::os(e, Subject::Fd(target)))?;
             if mode == libc::O_RDONLY {
                 return Err(Error::ReadOnly(target));
             }
             return Ok((None, target));
         }
-        Sink::Capture => capture::create()?,
-        Sink::Path(path) => sys::open_for_append(path).map_err(|e| {
+        Sink::Capture => memfile::create()?,
+        Sink::Path(path) => fd::open_for_append(path).map_err(|e| {
             let path = std::path::PathBuf::from(std::ffi::OsStr::from_bytes(path.to_bytes()));
             Error::os(e, Subject::Path(path))
         })?,
-        Sink::DevNull => sys::open_devnull()?,
+        Sink::DevNull => fd::open_devnull()?,
     };
     if opened.as_raw_fd() == fd {
         // `fd` was closed and the open reused its number: it already points at the sink.
         // Keep it there, and hold a second copy so that dropping ours leaves `fd` alone.
-        let copy = sys::dup_above_stdio(fd)?;
+        let copy = fd::dup_above_stdio(fd)?;
         let _already_in_place = std::os::fd::IntoRawFd::into_raw_fd(opened);
         return Ok((Some(copy), fd));
     }
@@ -145,7 +146,7 @@ fn open_sink(fd: RawFd, sink: &Sink<'_>) -> Result<(Option<OwnedFd>, RawFd), Err
 pub fn open_target(sink: &Sink<'_>) -> Result<OwnedFd, Error> {
     match open_sink(-1, sink)? {
         (Some(opened), _) => Ok(opened),
-        (None, target) => Ok(sys::dup_above_stdio(target).map_err(|e| Error::os(e, Subject::Fd(target)))?),
+        (None, target) => Ok(fd::dup_above_stdio(target).map_err(|e| Error::os(e, Subject::Fd(target)))?),
     }
 }
 
@@ -154,13 +155,13 @@ pub fn enter(fd: RawFd, sink: &Sink<'_>, keep_original: bool) -> Result<Entered,
     flush::line_buffer_terminal_stdout();
     flush::flush_native();
     let mut stacks = lock_stacks();
-    let saved = sys::save(fd)?;
+    let saved = fd::save(fd)?;
     let original = match (&saved, keep_original) {
-        (Some(saved), true) => Some(sys::dup_above_stdio(saved.as_raw_fd())?),
+        (Some(saved), true) => Some(fd::dup_above_stdio(saved.as_raw_fd())?),
         _ => None,
     };
     let (opened, source) = open_sink(fd, sink)?;
-    sys::dup2(source, fd)?;
+    fd::dup2(source, fd)?;
     let follows = match sink {
         Sink::Follow(target) => Some((*target, stacks.top_id(*target))),
         _ => None,
@@ -173,7 +174,7 @@ pub fn enter(fd: RawFd, sink: &Sink<'_>, keep_original: bool) -> Result<Entered,
         generation,
         saved,
         follows,
-        installed: sys::identity(fd),
+        installed: fd::identity(fd),
     });
     // /dev/null's fd is now fd `fd` itself; the memory file is read back, a path checked.
     let capture = opened.filter(|_| matches!(sink, Sink::Capture | Sink::Path(_)));
@@ -192,7 +193,7 @@ pub fn exit(fd: RawFd, id: u64, keep_restored: bool) -> Result<Exited, Error> {
     // Where this block's output goes from now on: late output is sent there. Best effort (a full
     // fd table only costs the late output): the restore below must happen whatever this does.
     let restored = match (&entry.saved, keep_restored) {
-        (Some(saved), true) => sys::dup_above_stdio(saved.as_raw_fd()).ok(),
+        (Some(saved), true) => fd::dup_above_stdio(saved.as_raw_fd()).ok(),
         _ => None,
     };
     let mut result = Ok(());
@@ -202,9 +203,9 @@ pub fn exit(fd: RawFd, id: u64, keep_restored: bool) -> Result<Exited, Error> {
             // restored it to where it pointed before this entry): restoring now would undo its
             // redirect, and its own restore would then bring back this entry's finished sink.
         } else if let Some(saved) = &entry.saved {
-            result = sys::dup2(saved.as_raw_fd(), fd);
+            result = fd::dup2(saved.as_raw_fd(), fd);
         } else {
-            sys::close(fd);
+            fd::close(fd);
         }
     } else {
         // The newer entry saved a copy of *our* sink; it must restore what we saved instead.
@@ -236,7 +237,7 @@ pub fn retain_active(ids: &mut Vec<u64>) {
 /// `fd` is open and points somewhere other than where the entry put it. A closed fd is not
 /// someone else's redirect: it is restored as usual.
 fn moved_by_someone_else(fd: RawFd, installed: Option<(u64, u64)>) -> bool {
-    match (sys::identity(fd), installed) {
+    match (fd::identity(fd), installed) {
         (Some(now), Some(installed)) => now != installed,
         _ => false,
     }
@@ -256,10 +257,10 @@ fn refollow(stacks: &mut Stacks, fd: RawFd, id: u64) -> Result<bool, Error> {
             found = true;
             stack.entries[index].follows = Some((fd, current));
             if index + 1 == stack.entries.len() {
-                sys::dup2(fd, follower_fd)?;
-                stack.entries[index].installed = sys::identity(follower_fd);
+                fd::dup2(fd, follower_fd)?;
+                stack.entries[index].installed = fd::identity(follower_fd);
             } else {
-                let saved = sys::save(fd)?;
+                let saved = fd::save(fd)?;
                 crash::retarget(stack.entries[index + 1].id, saved.as_ref());
                 stack.entries[index + 1].saved = saved;
             }
@@ -276,24 +277,24 @@ mod tests {
     static SERIAL: Mutex<()> = Mutex::new(());
 
     fn serial() -> MutexGuard<'static, ()> {
-        SERIAL.lock().unwrap_or_else(PoisonError::into_inner)
+        locks::lock(&SERIAL)
     }
 
     /// The unit tests redirect a private fd, never 1 or 2 (cargo test's own output goes there).
     fn private_fd() -> (OwnedFd, RawFd) {
-        let fd = sys::open_devnull().unwrap();
+        let fd = fd::open_devnull().unwrap();
         let raw = fd.as_raw_fd();
         (fd, raw)
     }
 
     fn write(fd: RawFd, data: &[u8]) {
         let mut written = 0;
-        sys::write_all(fd, data, &mut written).unwrap();
+        fd::write_all(fd, data, &mut written).unwrap();
     }
 
     fn contents(fd: &OwnedFd) -> Vec<u8> {
-        let mut buf = vec![0; capture::size(fd).unwrap()];
-        capture::read_at(fd, &mut buf, 0).unwrap();
+        let mut buf = vec![0; memfile::size(fd).unwrap()];
+        memfile::read_at(fd, &mut buf, 0).unwrap();
         buf
     }
 
@@ -345,9 +346,9 @@ mod tests {
         let (keep, fd) = private_fd();
         drop(keep);
         let entered = enter(fd, &Sink::DevNull, false).unwrap();
-        assert!(sys::access_mode(fd).is_ok());
+        assert!(fd::access_mode(fd).is_ok());
         exit(fd, entered.id, false).unwrap();
-        assert!(sys::access_mode(fd).is_err());
+        assert!(fd::access_mode(fd).is_err());
     }
 
     #[test]
@@ -357,10 +358,10 @@ mod tests {
         // SAFETY: a literal path; the fd is closed below.
         let read_only = unsafe { libc::open(c"/dev/null".as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC) };
         assert!(matches!(enter(fd, &Sink::Fd(read_only), false), Err(Error::ReadOnly(f)) if f == read_only));
-        sys::close(read_only);
+        fd::close(read_only);
         // Far above anything the tests open (other threads open fds concurrently).
         let closed = 1000;
-        assert!(sys::access_mode(closed).is_err());
+        assert!(fd::access_mode(closed).is_err());
         match enter(fd, &Sink::Fd(closed), false) {
             Err(Error::Os { err, subject }) => {
                 assert_eq!(err.raw_os_error(), Some(libc::EBADF));
@@ -391,27 +392,27 @@ mod tests {
     fn a_foreign_redirect_keeps_the_fd() {
         let _serial = serial();
         let (_keep, fd) = private_fd();
-        let original = sys::open_devnull().unwrap();
-        let before = sys::identity(fd);
+        let original = fd::open_devnull().unwrap();
+        let before = fd::identity(fd);
         // Crosswise: ours enters, a foreign redirect enters, ours ends: the foreign one still
         // owns the fd. (Its own restore then brings back our finished sink: its choice.)
         let ours = enter(fd, &Sink::Capture, false).unwrap();
-        let foreign = capture::create().unwrap();
-        sys::dup2(foreign.as_raw_fd(), fd).unwrap();
+        let foreign = memfile::create().unwrap();
+        fd::dup2(foreign.as_raw_fd(), fd).unwrap();
         exit(fd, ours.id, false).unwrap();
         write(fd, b"foreign");
         assert_eq!(contents(&foreign), b"foreign");
-        sys::dup2(original.as_raw_fd(), fd).unwrap();
+        fd::dup2(original.as_raw_fd(), fd).unwrap();
         // The other way: the foreign redirect enters first and ends first, restoring the fd to
         // where it pointed before either; ours must not bring back the foreign sink.
-        let foreign_saved = sys::save(fd).unwrap().unwrap();
-        let foreign = capture::create().unwrap();
-        sys::dup2(foreign.as_raw_fd(), fd).unwrap();
+        let foreign_saved = fd::save(fd).unwrap().unwrap();
+        let foreign = memfile::create().unwrap();
+        fd::dup2(foreign.as_raw_fd(), fd).unwrap();
         let ours = enter(fd, &Sink::Capture, false).unwrap();
-        sys::dup2(foreign_saved.as_raw_fd(), fd).unwrap();
+        fd::dup2(foreign_saved.as_raw_fd(), fd).unwrap();
         exit(fd, ours.id, false).unwrap();
         write(fd, b"after both");
         assert!(contents(&foreign).is_empty());
-        assert_eq!(sys::identity(fd), before);
+        assert_eq!(fd::identity(fd), before);
     }
 }

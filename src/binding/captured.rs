@@ -17,7 +17,7 @@ use super::errors::os_error;
 use super::names;
 use super::streams::flush_python;
 use crate::reader::Channel;
-use crate::{capture, flush};
+use crate::{flush, memfile};
 
 enum State {
     /// The block runs; the memory file is read on demand. `Arc`: a reader may hold it while
@@ -81,8 +81,8 @@ impl Captured {
         let bytes = if inherited {
             PyBytes::new(py, b"")
         } else {
-            let size = capture::size(&memfd).map_err(|e| os_error(e.raw_os_error().unwrap_or(libc::EIO)))?;
-            new_bytes_filled(py, size, |buf| capture::read_and_release(&memfd, buf))?
+            let size = memfile::size(&memfd).map_err(|e| os_error(e.raw_os_error().unwrap_or(libc::EIO)))?;
+            new_bytes_filled(py, size, |buf| memfile::read_and_release(&memfd, buf))?
         };
         *self.lock(py) = State::Done(bytes.unbind());
         Ok(())
@@ -166,8 +166,8 @@ impl Captured {
         };
         flush_python(py)?;
         py.detach(flush::flush_native);
-        let size = capture::size(&memfd).map_err(|e| os_error(e.raw_os_error().unwrap_or(libc::EIO)))?;
-        Ok(new_bytes_filled(py, size, |buf| capture::read_at(&memfd, buf, 0))?.unbind())
+        let size = memfile::size(&memfd).map_err(|e| os_error(e.raw_os_error().unwrap_or(libc::EIO)))?;
+        Ok(new_bytes_filled(py, size, |buf| memfile::read_at(&memfd, buf, 0))?.unbind())
     }
 
     /// `getbytes()` decoded with the block's encoding and errors (UTF-8 when encoding is None).

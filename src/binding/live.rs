@@ -9,6 +9,7 @@
 //! Deliveries of one block never overlap (a busy flag), so the target sees bytes in write order;
 //! the block's exit delivers the rest itself, after any delivery in progress.
 
+use crate::locks;
 use std::cell::Cell;
 use std::collections::VecDeque;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
@@ -21,8 +22,8 @@ use pyo3::PyErr;
 
 use super::names;
 use crate::decode::{encoding_is, LineSplitter, Utf8Carry, UTF8_NAMES};
+use crate::fd;
 use crate::reader::{self, Channel};
-use crate::sys;
 
 /// How a target takes its output.
 #[derive(Clone, Copy)]
@@ -78,7 +79,7 @@ pub struct Live {
 /// the GIL (as `lock_py_attached` does after waiting detached), and the GIL's holder were
 /// writing into a full pipe, nothing would drain it.
 fn lock_briefly<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+    locks::lock(mutex)
 }
 
 impl Live {
@@ -456,7 +457,7 @@ fn ensure_delivery_thread(queue: &mut Queue) -> std::io::Result<()> {
     let generation = crate::stack::generation();
     if queue.generation != Some(generation) {
         queue.jobs.clear();
-        let (wake_read, wake_write) = sys::pipe_nonblocking()?;
+        let (wake_read, wake_write) = fd::pipe_nonblocking()?;
         std::thread::Builder::new()
             .name("fdredirect-delivery".into())
             .spawn(move || run(&wake_read))?;
@@ -481,7 +482,7 @@ fn schedule(live: Arc<Live>) {
 
 fn wake_delivery_thread(queue: &Queue) {
     if let Some(wake) = &queue.wake {
-        sys::poke(wake.as_raw_fd());
+        fd::poke(wake.as_raw_fd());
     }
 }
 
@@ -541,9 +542,9 @@ fn poll_live_pipes(wake: &OwnedFd) -> (Vec<Arc<Live>>, usize) {
             served.push(channel);
         }
     }
-    let ready = sys::wait_readable(&polled);
+    let ready = fd::wait_readable(&polled);
     if ready[0] {
-        sys::discard_available(wake.as_raw_fd());
+        fd::discard_available(wake.as_raw_fd());
     }
     let mut filled = Vec::new();
     let mut drained = 0;
@@ -618,11 +619,11 @@ pub fn shutdown(py: Python<'_>) {
         let original = super::lock(py, &live.original).take();
         let late = original
             .as_ref()
-            .and_then(|fd| sys::dup_above_stdio(fd.as_raw_fd()).ok());
+            .and_then(|fd| fd::dup_above_stdio(fd.as_raw_fd()).ok());
         let rest = reader::end(&live.channel, late);
         if let Some(original) = &original {
             let mut written = 0;
-            while let Err(err) = sys::write_all(original.as_raw_fd(), &rest, &mut written) {
+            while let Err(err) = fd::write_all(original.as_raw_fd(), &rest, &mut written) {
                 if err.kind() != std::io::ErrorKind::Interrupted {
                     break;
                 }

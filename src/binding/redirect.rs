@@ -25,7 +25,7 @@ use crate::crash::{self, Held};
 use crate::error::Subject;
 use crate::reader::{self, Channel};
 use crate::stack::{self, Sink};
-use crate::{capture, sys};
+use crate::{fd, memfile};
 
 // Target kinds, classified in Python (fdredirect/_targets.py) before anything is touched.
 pub const KIND_CAPTURE: u8 = 0;
@@ -189,7 +189,7 @@ pub fn sync_fd(py: Python<'_>, fd: RawFd) -> PyResult<()> {
 /// With `tee`, also forward every byte to where the fd pointed before the switch.
 fn tee_original(channel: &Channel, tee: bool, original: Option<&OwnedFd>) -> std::io::Result<()> {
     if let (true, Some(original)) = (tee, original) {
-        channel.add_forward(sys::dup_above_stdio(original.as_raw_fd())?);
+        channel.add_forward(fd::dup_above_stdio(original.as_raw_fd())?);
     }
     Ok(())
 }
@@ -356,7 +356,7 @@ impl Redirect {
         // An interrupt raised by a Python stream's flush: nothing is switched yet.
         flush_python(py)?;
         // A memory file cannot grow past RLIMIT_FSIZE: capture through a pipe (see `Captured`).
-        let in_memory = matches!(self.plan, Plan::Capture) && sys::file_size_limited();
+        let in_memory = matches!(self.plan, Plan::Capture) && fd::file_size_limited();
         let switched = match (&sink, &self.plan) {
             (Some(sink), _) if !self.tee && !in_memory => self.switch_direct(py, sink)?,
             (_, plan) => self.switch_to_pipe(py, sink.as_ref(), plan, in_memory)?,
@@ -488,7 +488,7 @@ impl Redirect {
             let subject = path.map_or(Subject::Nothing, Subject::Path);
             return Some(to_pyerr(crate::error::Error::os(err, subject)));
         }
-        let removed = file.is_some_and(|file| sys::link_count(file.as_raw_fd()).is_ok_and(|links| links == 0));
+        let removed = file.is_some_and(|file| fd::link_count(file.as_raw_fd()).is_ok_and(|links| links == 0));
         match (removed, path) {
             (true, Some(path)) => Some(removed_file_error(path)),
             _ => None,
@@ -552,8 +552,8 @@ impl Redirect {
         match sink {
             Some(Sink::Capture) if in_memory => {}
             Some(Sink::Capture) => {
-                let file = capture::create().map_err(io_error)?;
-                forward.push(sys::dup_above_stdio(file.as_raw_fd()).map_err(io_error)?);
+                let file = memfile::create().map_err(io_error)?;
+                forward.push(fd::dup_above_stdio(file.as_raw_fd()).map_err(io_error)?);
                 memfd = Some(file);
             }
             Some(sink) => forward.push(stack::open_target(sink).map_err(to_pyerr)?),

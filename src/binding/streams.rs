@@ -22,7 +22,7 @@ use super::errors::os_error;
 use super::lock;
 use super::names;
 use crate::decode::{encoding_is, UTF8_NAMES};
-use crate::sys;
+use crate::fd;
 
 /// What the writer does with characters its encoding cannot represent: never fail a `print`.
 const WRITER_ERRORS: &str = "backslashreplace";
@@ -314,7 +314,7 @@ impl FdWriter {
         let mut written = 0;
         loop {
             // Released: the fd may be a pipe whose reader needs this thread to let go of the GIL.
-            match py.detach(|| sys::write_all(fd, data, &mut written)) {
+            match py.detach(|| fd::write_all(fd, data, &mut written)) {
                 Ok(()) => return Ok(()),
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => py.check_signals()?,
                 Err(e) => return Err(os_error(e.raw_os_error().unwrap_or(libc::EIO))),
@@ -378,7 +378,7 @@ impl FdWriter {
     }
 
     fn isatty(&self) -> bool {
-        sys::isatty(self.fd)
+        fd::isatty(self.fd)
     }
 
     fn readable(&self) -> bool {

@@ -273,7 +273,7 @@ pub(super) fn flush_libc() {
 mod tests {
     use super::*;
     use crate::crash::{attach, Held};
-    use crate::{capture, stack, sys};
+    use crate::{fd, memfile, stack};
     use std::os::fd::{AsRawFd, OwnedFd};
 
     fn read_all(fd: &OwnedFd) -> Vec<u8> {
@@ -294,8 +294,8 @@ mod tests {
     /// fd's original destination, and the parent's block is untouched.
     #[test]
     fn dump_shows_a_capture_on_the_original_destination() {
-        let (read, write) = sys::pipe_cloexec().unwrap();
-        sys::set_nonblocking(read.as_raw_fd()).unwrap();
+        let (read, write) = fd::pipe_cloexec().unwrap();
+        fd::set_nonblocking(read.as_raw_fd()).unwrap();
         let fd = write.as_raw_fd();
         let entered = stack::enter(fd, &stack::Sink::Capture, false).unwrap();
         let memfd = entered.capture.as_ref().unwrap();
@@ -306,7 +306,7 @@ mod tests {
             show_pending: false,
         };
         attach(entered.id, &held);
-        sys::write_all(fd, b"last words", &mut 0).unwrap();
+        fd::write_all(fd, b"last words", &mut 0).unwrap();
         // SAFETY: the child only makes async-signal-safe calls, then _exit.
         let pid = unsafe { libc::fork() };
         if pid == 0 {
@@ -321,7 +321,7 @@ mod tests {
         // SAFETY: waiting for our own child.
         assert_eq!(unsafe { libc::waitpid(pid, &raw mut status, 0) }, pid);
         assert_eq!(read_all(&read), b"last words");
-        assert_eq!(capture::size(memfd).unwrap(), 10, "the parent's capture is unchanged");
+        assert_eq!(memfile::size(memfd).unwrap(), 10, "the parent's capture is unchanged");
         stack::exit(fd, entered.id, false).unwrap();
         assert!(crate::crash::lock_slot(entered.id).is_none());
     }

@@ -164,7 +164,7 @@ pub fn untrack(id: u64) {
     for fd in [&slot.memfd, &slot.pipe, &slot.owned_saved] {
         let fd = fd.swap(-1, Ordering::Relaxed);
         if fd >= 0 {
-            crate::sys::close(fd);
+            crate::fd::close(fd);
         }
     }
     let channel = slot.channel.swap(ptr::null_mut(), Ordering::Relaxed);
@@ -194,7 +194,7 @@ pub struct Held<'a> {
 pub fn attach(id: u64, held: &Held<'_>) {
     install();
     ensure_signal_stack();
-    let copy = |fd: Option<RawFd>| fd.and_then(|fd| crate::sys::dup_above_stdio(fd).ok());
+    let copy = |fd: Option<RawFd>| fd.and_then(|fd| crate::fd::dup_above_stdio(fd).ok());
     let (memfd, pipe) = (copy(held.memfd), copy(held.pipe));
     let Some(slot) = lock_slot(id) else {
         return;
@@ -219,8 +219,8 @@ static NEXT_GUARD: AtomicU64 = AtomicU64::new(1 << 63);
 /// copies of both. Entered before the library's own blocks, it is their outer-most: on a crash
 /// `fd` goes back to `saved`, and `held` (from its start), then the blocks' bytes, are shown there.
 pub fn guard(fd: RawFd, saved: RawFd, held: RawFd) -> std::io::Result<u64> {
-    let saved = crate::sys::dup_above_stdio(saved)?;
-    let held = crate::sys::dup_above_stdio(held)?;
+    let saved = crate::fd::dup_above_stdio(saved)?;
+    let held = crate::fd::dup_above_stdio(held)?;
     install();
     let id = NEXT_GUARD.fetch_add(1, Ordering::Relaxed);
     track(id, fd, Some(&saved), crate::stack::generation());
@@ -237,7 +237,7 @@ pub fn guard(fd: RawFd, saved: RawFd, held: RawFd) -> std::io::Result<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{capture, sys};
+    use crate::{fd, memfile};
 
     fn slot(id: u64) -> Option<&'static Slot> {
         TABLE
@@ -247,8 +247,8 @@ mod tests {
 
     #[test]
     fn guard_owns_its_copies_until_untracked() {
-        let (read, write) = sys::pipe_cloexec().unwrap();
-        let file = capture::create().unwrap();
+        let (read, write) = fd::pipe_cloexec().unwrap();
+        let file = memfile::create().unwrap();
         let id = guard(write.as_raw_fd(), write.as_raw_fd(), file.as_raw_fd()).unwrap();
         let entry = slot(id).unwrap();
         let (saved, held) = (entry.saved.load(Ordering::Relaxed), entry.memfd.load(Ordering::Relaxed));
@@ -258,6 +258,6 @@ mod tests {
         assert_eq!(entry.saved.load(Ordering::Relaxed), read.as_raw_fd());
         untrack(id);
         assert!(slot(id).is_none());
-        assert!(sys::access_mode(held).is_err(), "the slot's copy of the file is closed");
+        assert!(fd::access_mode(held).is_err(), "the slot's copy of the file is closed");
     }
 }

@@ -28,8 +28,8 @@ pub fn create() -> io::Result<OwnedFd> {
     };
     // SAFETY: `fd` was just created and is owned by nothing else.
     let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-    crate::sys::set_status_flags_of_new(fd.as_raw_fd(), libc::O_APPEND)?;
-    crate::sys::lift_above_stdio(fd)
+    crate::fd::set_status_flags_of_new(fd.as_raw_fd(), libc::O_APPEND)?;
+    crate::fd::lift_above_stdio(fd)
 }
 
 fn unlinked_temp_file() -> io::Result<RawFd> {
@@ -48,7 +48,7 @@ fn unlinked_temp_file() -> io::Result<RawFd> {
 
 /// How many bytes the memory file holds now.
 pub fn size(fd: &OwnedFd) -> io::Result<usize> {
-    Ok(crate::sys::fstat(fd.as_raw_fd())?.st_size as usize)
+    Ok(crate::fd::fstat(fd.as_raw_fd())?.st_size as usize)
 }
 
 /// Fill `buf` from `offset` on. Returns how many bytes were read (less only if the file is shorter).
@@ -128,7 +128,7 @@ mod tests {
 
     fn write(fd: &OwnedFd, data: &[u8]) {
         let mut written = 0;
-        crate::sys::write_all(fd.as_raw_fd(), data, &mut written).unwrap();
+        crate::fd::write_all(fd.as_raw_fd(), data, &mut written).unwrap();
     }
 
     #[test]
@@ -163,10 +163,10 @@ mod tests {
         let chunk = [b'x'; 64];
         let writers: Vec<_> = (0..4)
             .map(|_| {
-                let copy = crate::sys::dup_above_stdio(fd.as_raw_fd()).unwrap();
+                let copy = crate::fd::dup_above_stdio(fd.as_raw_fd()).unwrap();
                 std::thread::spawn(move || {
                     for _ in 0..4096 {
-                        crate::sys::write_all(copy.as_raw_fd(), &chunk, &mut 0).unwrap();
+                        crate::fd::write_all(copy.as_raw_fd(), &chunk, &mut 0).unwrap();
                     }
                 })
             })
