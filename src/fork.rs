@@ -10,9 +10,19 @@
 
 use std::any::Any;
 use std::cell::RefCell;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Once, OnceLock};
 
 use crate::{flush, reader, stack};
+
+/// Bumped in every forked child, so what was made before the fork (stack entries, reader and
+/// delivery threads, live blocks) is recognised there as the parent's.
+static GENERATION: AtomicU64 = AtomicU64::new(0);
+
+/// The current fork generation: changes in every forked child.
+pub fn generation() -> u64 {
+    GENERATION.load(Ordering::SeqCst)
+}
 
 thread_local! {
     // The guards taken in `prepare`, dropped (unlocked) by `parent`/`child` in the same thread.
@@ -43,7 +53,7 @@ extern "C" fn parent() {
 }
 
 extern "C" fn child() {
-    stack::forked_child();
+    GENERATION.fetch_add(1, Ordering::SeqCst);
     crate::crash::forked_child();
     HELD.with(|held| held.borrow_mut().clear());
 }

@@ -78,7 +78,7 @@ impl Registry {
     /// The backstop timer, if the reader thread is this process's (not a forked parent's).
     fn ours_mut(&mut self) -> Option<RawFd> {
         let timer = self.timer.as_ref()?.as_raw_fd();
-        (self.generation == Some(crate::stack::generation())).then_some(timer)
+        (self.generation == Some(crate::fork::generation())).then_some(timer)
     }
 }
 
@@ -89,7 +89,7 @@ pub(crate) fn lock_registry() -> MutexGuard<'static, Registry> {
 /// Serve `channel` from now on, starting the reader thread on first use.
 pub fn register(channel: Arc<Channel>) -> io::Result<()> {
     let mut registry = lock_registry();
-    let generation = crate::stack::generation();
+    let generation = crate::fork::generation();
     if registry.generation != Some(generation) {
         // First use, or a forked child: the parent's thread does not exist here.
         std::mem::forget(std::mem::take(&mut registry.channels));

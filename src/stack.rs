@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard, TryLockError};
 
 use crate::error::{Error, Subject};
-use crate::{crash, fd, flush, memfile};
+use crate::{crash, fd, flush, fork, memfile};
 
 /// Where a redirected fd should point.
 #[derive(Debug)]
@@ -79,20 +79,9 @@ pub(crate) struct Stacks(Vec<Stack>);
 
 static STACKS: Mutex<Stacks> = Mutex::new(Stacks(Vec::new()));
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
-/// Bumped in every forked child, so entries made before the fork are recognised there.
-static GENERATION: AtomicU64 = AtomicU64::new(0);
 
 pub(crate) fn lock_stacks() -> MutexGuard<'static, Stacks> {
     locks::lock(&STACKS)
-}
-
-/// The current fork generation: changes in every forked child.
-pub fn generation() -> u64 {
-    GENERATION.load(Ordering::SeqCst)
-}
-
-pub(crate) fn forked_child() {
-    GENERATION.fetch_add(1, Ordering::SeqCst);
 }
 
 impl Stacks {
@@ -167,7 +156,7 @@ pub fn enter(fd: RawFd, sink: &Sink<'_>, keep_original: bool) -> Result<Entered,
         _ => None,
     };
     let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
-    let generation = GENERATION.load(Ordering::SeqCst);
+    let generation = fork::generation();
     crash::track(id, fd, saved.as_ref(), generation);
     stacks.stack(fd).push(Entry {
         id,
@@ -189,7 +178,7 @@ pub fn exit(fd: RawFd, id: u64, keep_restored: bool) -> Result<Exited, Error> {
     let stack = stacks.stack(fd);
     let index = stack.iter().position(|e| e.id == id).ok_or(Error::NotActive)?;
     let entry = stack.remove(index);
-    let inherited = entry.generation != GENERATION.load(Ordering::SeqCst);
+    let inherited = entry.generation != fork::generation();
     // Where this block's output goes from now on: late output is sent there. Best effort (a full
     // fd table only costs the late output): the restore below must happen whatever this does.
     let restored = match (&entry.saved, keep_restored) {

@@ -125,7 +125,7 @@ impl Live {
             });
             Live {
                 fd,
-                generation: crate::stack::generation(),
+                generation: crate::fork::generation(),
                 entry: AtomicU64::new(0),
                 target,
                 mode,
@@ -264,7 +264,7 @@ impl Live {
     /// (a target that writes to a synced stream) it does nothing, instead of waiting for itself.
     /// `drained`: the caller has just drained the channel itself, without the GIL.
     pub fn sync(&self, py: Python<'_>, flush_target: bool, drained: bool) -> PyResult<()> {
-        if DELIVERING.with(Cell::get) || self.generation != crate::stack::generation() {
+        if DELIVERING.with(Cell::get) || self.generation != crate::fork::generation() {
             return Ok(());
         }
         // One bounded drain: it takes all a pipe holds, and a writer in another thread that
@@ -379,7 +379,7 @@ pub fn sync_fd(py: Python<'_>, fd: RawFd) -> PyResult<()> {
 
 /// The loggers of this process's open logger blocks on `fd`, innermost last.
 pub fn open_loggers(py: Python<'_>, fd: RawFd) -> Vec<Py<PyAny>> {
-    let generation = crate::stack::generation();
+    let generation = crate::fork::generation();
     lock_briefly(&ACTIVE)
         .iter()
         .filter(|live| live.fd == fd && live.generation == generation && matches!(live.mode, Mode::Logger { .. }))
@@ -454,7 +454,7 @@ static SHUTTING_DOWN: AtomicBool = AtomicBool::new(false);
 /// Start the delivery thread on first use, and again in a forked child (where the parent's
 /// thread does not exist).
 fn ensure_delivery_thread(queue: &mut Queue) -> std::io::Result<()> {
-    let generation = crate::stack::generation();
+    let generation = crate::fork::generation();
     if queue.generation != Some(generation) {
         queue.jobs.clear();
         let (wake_read, wake_write) = fd::pipe_nonblocking()?;
@@ -525,7 +525,7 @@ fn take_queued() -> Option<Vec<Arc<Live>>> {
 /// Poll the pipes of this process's open live blocks and the wake pipe; drain the pipes that
 /// are ready. Returns the blocks that now have bytes to deliver, and how many bytes were read.
 fn poll_live_pipes(wake: &OwnedFd) -> (Vec<Arc<Live>>, usize) {
-    let generation = crate::stack::generation();
+    let generation = crate::fork::generation();
     // Only the channels while detached: a `Live` held here could become the last reference when
     // its block ends, and dropping it without the GIL queues its Python objects in PyO3's pool,
     // under a lock that a `fork()` at that moment would leave held in the child.
@@ -602,7 +602,7 @@ pub fn shutdown(py: Python<'_>) {
     SHUTTING_DOWN.store(true, Ordering::Release);
     let open: Vec<Arc<Live>> = std::mem::take(&mut *lock_briefly(&ACTIVE));
     for live in open.iter().rev() {
-        let ours = live.generation == crate::stack::generation();
+        let ours = live.generation == crate::fork::generation();
         if ours {
             // A delivery in progress may have let go of the GIL (a target written in Python
             // does, and so does PyO3's first use of an interned name): let it finish, so the

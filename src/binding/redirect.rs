@@ -174,7 +174,7 @@ static TEES: Mutex<Vec<(RawFd, u64, Arc<Channel>)>> = Mutex::new(Vec::new());
 /// everything written so far (see `Redirect::sync`). Used by `FdWriter.flush()`.
 pub fn sync_fd(py: Python<'_>, fd: RawFd) -> PyResult<()> {
     py.detach(crate::flush::flush_native);
-    let generation = stack::generation();
+    let generation = crate::fork::generation();
     let tees: Vec<Arc<Channel>> = super::lock(py, &TEES)
         .iter()
         .filter(|(f, made_in, _)| *f == fd && *made_in == generation)
@@ -387,7 +387,7 @@ impl Redirect {
             ..
         } = switched;
         if let Some(channel) = &tee {
-            super::lock(py, &TEES).push((fd, stack::generation(), Arc::clone(channel)));
+            super::lock(py, &TEES).push((fd, crate::fork::generation(), Arc::clone(channel)));
         }
         self.lock(py).push(Active {
             id,

@@ -312,7 +312,7 @@ mod tests {
         if pid == 0 {
             let mut claimed = [0; SLOTS];
             let mut restored = [Restored::NONE; SLOTS];
-            let count = claim_all(stack::generation(), &mut claimed);
+            let count = claim_all(crate::fork::generation(), &mut claimed);
             dump(&claimed[..count], &mut restored);
             // SAFETY: leaving the child at once.
             unsafe { libc::_exit(0) };

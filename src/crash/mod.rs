@@ -223,7 +223,7 @@ pub fn guard(fd: RawFd, saved: RawFd, held: RawFd) -> std::io::Result<u64> {
     let held = crate::fd::dup_above_stdio(held)?;
     install();
     let id = NEXT_GUARD.fetch_add(1, Ordering::Relaxed);
-    track(id, fd, Some(&saved), crate::stack::generation());
+    track(id, fd, Some(&saved), crate::fork::generation());
     if let Some(slot) = lock_slot(id) {
         slot.owned_saved
             .store(std::os::fd::IntoRawFd::into_raw_fd(saved), Ordering::Relaxed);

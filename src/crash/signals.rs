@@ -184,7 +184,7 @@ extern "C" fn on_fatal(signal: libc::c_int, info: *mut libc::siginfo_t, context:
     let mut claimed = [0; SLOTS];
     let mut restored = [Restored::NONE; SLOTS];
     let (count, fds) = if owner {
-        let count = claim_all(crate::stack::generation(), &mut claimed);
+        let count = claim_all(crate::fork::generation(), &mut claimed);
         let fds = dump(&claimed[..count], &mut restored);
         flush_libc();
         (count, fds)
