@@ -29,20 +29,6 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(binding::shutdown, m)?)?;
     m.add_function(wrap_pyfunction!(binding::crash::crash_guard, m)?)?;
     m.add_function(wrap_pyfunction!(binding::crash::crash_unguard, m)?)?;
-    for (name, kind) in [
-        ("KIND_CAPTURE", binding::redirect::KIND_CAPTURE),
-        ("KIND_FD", binding::redirect::KIND_FD),
-        ("KIND_PATH", binding::redirect::KIND_PATH),
-        ("KIND_FILE", binding::redirect::KIND_FILE),
-        ("KIND_DEVNULL", binding::redirect::KIND_DEVNULL),
-        ("KIND_STDOUT", binding::redirect::KIND_STDOUT),
-        ("KIND_TEXT_STREAM", binding::redirect::KIND_TEXT_STREAM),
-        ("KIND_BYTES_STREAM", binding::redirect::KIND_BYTES_STREAM),
-        ("KIND_CALLABLE", binding::redirect::KIND_CALLABLE),
-        ("KIND_LOGGER", binding::redirect::KIND_LOGGER),
-    ] {
-        m.add(name, kind)?;
-    }
     m.add_function(wrap_pyfunction!(binding::testing::c_printf, m)?)?;
     m.add_function(wrap_pyfunction!(binding::testing::c_fprintf_stderr, m)?)?;
     m.add_function(wrap_pyfunction!(binding::testing::c_write, m)?)?;

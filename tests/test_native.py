@@ -17,16 +17,16 @@ def test_version_comes_from_cargo() -> None:
 @pytest.mark.parametrize(
     ("args", "error", "message"),
     [
-        ((3, _native.KIND_CAPTURE, None, None, "utf-8", "strict", False, 20), ValueError, "fd must be 1 or 2, not 3"),
-        ((1, 99, None, None, "utf-8", "strict", False, 20), ValueError, "unknown target kind 99"),
+        ((3, ("capture", None), None, "utf-8", "strict", False), ValueError, "fd must be 1 or 2, not 3"),
+        ((1, ("nope", None), None, "utf-8", "strict", False), ValueError, 'unknown target kind "nope"'),
         (
-            (1, _native.KIND_STDOUT, None, None, "utf-8", "strict", False, 20),
+            (1, ("stdout", None), None, "utf-8", "strict", False),
             ValueError,
             "STDOUT is only a target for stderr",
         ),
-        ((1, _native.KIND_PATH, b"a\0b", None, "utf-8", "strict", False, 20), ValueError, "embedded null byte in path"),
+        ((1, ("path", b"a\0b"), None, "utf-8", "strict", False), ValueError, "embedded null byte in path"),
         (
-            (1, _native.KIND_PATH, "not bytes", None, "utf-8", "strict", False, 20),
+            (1, ("path", "not bytes"), None, "utf-8", "strict", False),
             TypeError,
             "'str' object is not an instance of 'bytes'",
         ),

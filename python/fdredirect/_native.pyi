@@ -2,21 +2,11 @@
 
 from collections.abc import Generator
 from types import TracebackType
-from typing import Any, NoReturn, final
+from typing import Any, Literal, NoReturn, final
 
 from typing_extensions import Self, disjoint_base
 
 __all__ = [
-    "KIND_BYTES_STREAM",
-    "KIND_CALLABLE",
-    "KIND_CAPTURE",
-    "KIND_DEVNULL",
-    "KIND_FD",
-    "KIND_FILE",
-    "KIND_LOGGER",
-    "KIND_PATH",
-    "KIND_STDOUT",
-    "KIND_TEXT_STREAM",
     "Captured",
     "FdWriter",
     "Redirect",
@@ -34,16 +24,9 @@ __all__ = [
 
 __version__: str
 
-KIND_CAPTURE: int
-KIND_FD: int
-KIND_PATH: int
-KIND_FILE: int
-KIND_DEVNULL: int
-KIND_STDOUT: int
-KIND_TEXT_STREAM: int
-KIND_BYTES_STREAM: int
-KIND_CALLABLE: int
-KIND_LOGGER: int
+_Kind = Literal[
+    "capture", "fd", "path", "file", "devnull", "stdout", "text_stream", "bytes_stream", "callable", "logger"
+]
 
 @disjoint_base
 class Redirect:
@@ -51,29 +34,27 @@ class Redirect:
 
     Args:
         fd: 1 or 2.
-        kind: one of the ``KIND_*`` constants, as classified by ``fdredirect._targets``.
-        arg: the fd (``KIND_FD``) or the ``os.fsencode``d path (``KIND_PATH``); else ignored.
-        target: what ``__enter__`` returns (and, for ``KIND_FILE``, the file object to flush and use).
+        plan: ``(kind, arg)`` as classified by ``fdredirect._targets.classify``; ``arg`` is the fd
+            (``"fd"``), the ``os.fsencode``d path (``"path"``), the level of the records
+            (``"logger"``), else ignored.
+        target: what ``__enter__`` returns (and, for ``"file"``, the file object to flush and use).
         encoding: the decoding of text targets and captures; ``None`` for bytes.
         errors: the decoding error handler.
         tee: also send every byte to the fd's original destination as it arrives.
-        level: the logging level of ``KIND_LOGGER`` records.
         swap_writer: point ``sys.stdout``/``sys.stderr`` at the native writer inside the block.
 
     Raises:
-        ValueError: fd is not 1 or 2, an unknown kind, ``KIND_STDOUT`` for fd 1, a NUL in the path.
+        ValueError: fd is not 1 or 2, an unknown kind, ``"stdout"`` for fd 1, a NUL in the path.
     """
 
     def __new__(
         cls,
         fd: int,
-        kind: int,
-        arg: Any,
+        plan: tuple[_Kind, Any],
         target: Any,
         encoding: str | None,
         errors: str,
         tee: bool,
-        level: int,
         *,
         swap_writer: bool = True,
     ) -> Self: ...
@@ -82,7 +63,7 @@ class Redirect:
         ``swap_writer`` is false).
 
         Returns:
-            A ``Captured`` for ``KIND_CAPTURE``, else ``target``.
+            A ``Captured`` for ``"capture"``, else ``target``.
 
         Raises:
             OSError: the sink could not be opened (with the path or fd), or the fd table is full.

@@ -43,9 +43,8 @@ class _RedirectFd(_native.Redirect):
             level = logging.INFO if cls._FD == 1 else logging.WARNING
         elif isinstance(level, bool) or not isinstance(level, int):
             raise TypeError(f"level must be an int (a logging level), not {type(level).__name__}")
-        return super().__new__(
-            cls, cls._FD, kind, arg, target, encoding, errors, tee, level, swap_writer=cls._SWAP_WRITER
-        )
+        plan = (kind, level if kind == "logger" else arg)
+        return super().__new__(cls, cls._FD, plan, target, encoding, errors, tee, swap_writer=cls._SWAP_WRITER)
 
     def __call__(self, func: _F) -> _F:
         """Use as a decorator: every call of ``func`` runs inside the redirect."""

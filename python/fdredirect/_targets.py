@@ -1,4 +1,9 @@
-"""Target classification: what ``target`` means, decided before any fd is touched (DESIGN §4)."""
+"""Target classification: what ``target`` means, decided before any fd is touched.
+
+``classify`` hands the native ``Redirect`` a plan, ``(kind, arg)``, whose kind is one of the
+``Kind`` strings (read into an enum on the Rust side, ``src/binding/plan.rs``): a target the
+native side would have to refuse is refused here first, with a message that names it.
+"""
 
 from __future__ import annotations
 
@@ -9,15 +14,18 @@ import os
 import re
 import subprocess
 import sys
-from typing import Any
-
-from . import _native
+from typing import Any, Literal
 
 DEVNULL: int = subprocess.DEVNULL
 """Discard the stream (equal to ``subprocess.DEVNULL``)."""
 
 STDOUT: int = subprocess.STDOUT
 """For stderr only: share whatever fd 1 points at, like the shell's ``2>&1``."""
+
+Kind = Literal[
+    "capture", "fd", "path", "file", "devnull", "stdout", "text_stream", "bytes_stream", "callable", "logger"
+]
+"""How the native side sends output to a target (see ``classify``)."""
 
 ACCEPTED = (
     "None (capture), DEVNULL, STDOUT (stderr only), an fd (int), a path (str, bytes or os.PathLike), "
@@ -40,39 +48,41 @@ def real_file(target: object) -> io.FileIO | None:
     return raw if isinstance(raw, io.FileIO) else None
 
 
-def classify(target: object, stream: str) -> tuple[int, Any]:
-    """Return ``(kind, arg)`` for the native ``Redirect``, or raise for a target it cannot take.
+def classify(target: object, stream: str) -> tuple[Kind, Any]:
+    """Return the plan ``(kind, arg)`` for the native ``Redirect``, or raise for a target it cannot
+    take. ``arg`` is the fd or the ``os.fsencode``d path, else ``None`` (a logger's is its level,
+    set by the caller once the level is checked).
 
     ``stream`` is ``"stdout"`` or ``"stderr"`` and only shapes the messages.
     """
     if target is None:
-        return _native.KIND_CAPTURE, None
+        return "capture", None
     if isinstance(target, bool):
         raise TypeError(f"target must be {ACCEPTED}, not bool")
     if isinstance(target, int):
         if target == DEVNULL:
-            return _native.KIND_DEVNULL, None
+            return "devnull", None
         if target == STDOUT:
             if stream != "stderr":
                 raise ValueError("STDOUT is a target for redirect_stderr_fd only (it sends stderr to stdout)")
-            return _native.KIND_STDOUT, None
+            return "stdout", None
         if target < 0:
             raise ValueError(f"invalid target {target}: fds are >= 0; the special targets are DEVNULL and STDOUT")
-        return _native.KIND_FD, target
+        return "fd", target
     if isinstance(target, (str, bytes, os.PathLike)):
-        return _native.KIND_PATH, os.fsencode(target)
+        return "path", os.fsencode(target)
     file = real_file(target)
     if file is not None:
         if file.closed:
             raise ValueError(f"target file {target!r} is closed")
-        return _native.KIND_FILE, None
+        return "file", None
     if isinstance(target, logging.Logger):
         refuse_logging_loop(target, stream)
-        return _native.KIND_LOGGER, None
+        return "logger", None
     if hasattr(target, "write"):
-        return (_native.KIND_BYTES_STREAM if _is_binary(target) else _native.KIND_TEXT_STREAM), None
+        return ("bytes_stream" if _is_binary(target) else "text_stream"), None
     if callable(target):
-        return _native.KIND_CALLABLE, None
+        return "callable", None
     raise TypeError(f"target must be {ACCEPTED}, not {type(target).__name__}")
 
 

@@ -2,12 +2,17 @@
 
 pub mod captured;
 pub mod crash;
+mod entered;
+mod entry;
 pub mod errors;
 pub mod live;
 pub mod names;
+mod plan;
 pub mod redirect;
 pub mod step;
 pub mod streams;
+mod switch;
+mod tees;
 pub mod testing;
 
 use std::sync::{Mutex, MutexGuard, PoisonError};
@@ -21,7 +26,7 @@ use pyo3::sync::MutexExt;
 pub fn make_once(py: Python<'_>) -> PyResult<()> {
     names::intern_all(py);
     streams::make_once(py)?;
-    redirect::make_once(py)?;
+    entered::make_once(py)?;
     Ok(())
 }
 

@@ -10,11 +10,13 @@ use pyo3::exceptions::{PyRuntimeError, PyStopIteration};
 use pyo3::prelude::*;
 
 use super::lock;
-use super::redirect::Redirect;
+
+/// How a context manager is entered natively: `enter(py, manager)`.
+pub type Enter = fn(Python<'_>, &Bound<'_, PyAny>) -> PyResult<Py<PyAny>>;
 
 enum Pending {
-    /// Enter this redirect when first stepped.
-    Enter(Py<Redirect>),
+    /// Enter this context manager when first stepped.
+    Enter(Py<PyAny>, Enter),
     /// Already done: hand back this value.
     Done(Py<PyAny>),
 }
@@ -25,9 +27,9 @@ pub struct Step {
 }
 
 impl Step {
-    pub fn enter(redirect: Py<Redirect>) -> Self {
+    pub fn enter(manager: Py<PyAny>, enter: Enter) -> Self {
         Step {
-            pending: Mutex::new(Some(Pending::Enter(redirect))),
+            pending: Mutex::new(Some(Pending::Enter(manager, enter))),
         }
     }
 
@@ -52,7 +54,7 @@ impl Step {
     fn __next__(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
         let pending = lock(py, &self.pending).take();
         let value = match pending {
-            Some(Pending::Enter(redirect)) => redirect.get().enter(py)?,
+            Some(Pending::Enter(manager, enter)) => enter(py, manager.bind(py))?,
             Some(Pending::Done(value)) => value,
             None => {
                 return Err(PyRuntimeError::new_err(

@@ -7,7 +7,7 @@ use std::os::fd::RawFd;
 
 use pyo3::prelude::*;
 
-use super::errors::os_error;
+use super::errors::{io_error, os_error};
 
 extern "C" {
     fn fdr_printf(text: *const c_char, len: usize, flush: libc::c_int) -> libc::c_int;
@@ -39,8 +39,7 @@ fn run<T: Send>(py: Python<'_>, hold_gil: bool, call: impl FnOnce() -> T + Send)
 pub fn c_printf(text: &[u8], flush: bool) -> PyResult<usize> {
     // SAFETY: `text` is valid for `len` bytes; printf reads exactly that many.
     let n = unsafe { fdr_printf(text.as_ptr().cast(), text.len(), libc::c_int::from(flush)) };
-    written(libc::c_long::from(n))
-        .map_err(|_| os_error(std::io::Error::last_os_error().raw_os_error().unwrap_or(libc::EIO)))
+    written(libc::c_long::from(n)).map_err(|_| io_error(std::io::Error::last_os_error()))
 }
 
 /// `fprintf(stderr, "%.*s", text)`.
@@ -48,8 +47,7 @@ pub fn c_printf(text: &[u8], flush: bool) -> PyResult<usize> {
 pub fn c_fprintf_stderr(text: &[u8]) -> PyResult<usize> {
     // SAFETY: `text` is valid for `len` bytes.
     let n = unsafe { fdr_fprintf_stderr(text.as_ptr().cast(), text.len()) };
-    written(libc::c_long::from(n))
-        .map_err(|_| os_error(std::io::Error::last_os_error().raw_os_error().unwrap_or(libc::EIO)))
+    written(libc::c_long::from(n)).map_err(|_| io_error(std::io::Error::last_os_error()))
 }
 
 /// `write(2)` all of `data` to `fd`.

@@ -1,0 +1,124 @@
+//! What a redirect's target is, as classified in Python (`fdredirect/_targets.py`) before anything
+//! is touched: a `(kind, arg)` pair whose kind is a string, read here into `Plan`, and where
+//! each plan points the fd.
+
+use std::ffi::CString;
+use std::os::fd::RawFd;
+use std::os::unix::ffi::OsStrExt;
+use std::path::PathBuf;
+
+use pyo3::exceptions::PyValueError;
+use pyo3::prelude::*;
+use pyo3::types::PyBytes;
+
+use super::live::Mode;
+use super::names;
+use crate::error::Subject;
+use crate::stack::Sink;
+
+/// The target kinds `_targets.classify` names (`_targets.Kind`).
+#[derive(Clone, Copy)]
+enum Kind {
+    Capture,
+    Fd,
+    Path,
+    File,
+    DevNull,
+    Stdout,
+    TextStream,
+    BytesStream,
+    Callable,
+    Logger,
+}
+
+impl<'a, 'py> FromPyObject<'a, 'py> for Kind {
+    type Error = PyErr;
+
+    fn extract(kind: Borrowed<'a, 'py, PyAny>) -> PyResult<Self> {
+        Ok(match &*kind.extract::<std::borrow::Cow<'_, str>>()? {
+            "capture" => Kind::Capture,
+            "fd" => Kind::Fd,
+            "path" => Kind::Path,
+            "file" => Kind::File,
+            "devnull" => Kind::DevNull,
+            "stdout" => Kind::Stdout,
+            "text_stream" => Kind::TextStream,
+            "bytes_stream" => Kind::BytesStream,
+            "callable" => Kind::Callable,
+            "logger" => Kind::Logger,
+            other => return Err(PyValueError::new_err(format!("unknown target kind {other:?}"))),
+        })
+    }
+}
+
+pub enum Plan {
+    Capture,
+    Fd(RawFd),
+    Path(CString),
+    /// A real OS-level file object: flushed at enter, then its fd is used.
+    File,
+    DevNull,
+    /// `2>&1`: share whatever fd 1 points at.
+    Stdout,
+    /// A Python object that receives output while the block runs, through a pipe and the reader.
+    Live(Mode),
+}
+
+impl Plan {
+    /// `plan` is `(kind, arg)`: `arg` is the fd for `"fd"`, the `os.fsencode`d path for `"path"`,
+    /// the level for `"logger"`, else ignored. `text`: the block decodes (callables get `str`).
+    pub fn new(fd: RawFd, plan: &Bound<'_, PyAny>, text: bool) -> PyResult<Plan> {
+        let (kind, arg): (Kind, Bound<'_, PyAny>) = plan.extract()?;
+        Ok(match kind {
+            Kind::Capture => Plan::Capture,
+            Kind::Fd => Plan::Fd(arg.extract()?),
+            Kind::Path => {
+                let path = arg.cast::<PyBytes>()?.as_bytes().to_vec();
+                Plan::Path(CString::new(path).map_err(|_| PyValueError::new_err("embedded null byte in path"))?)
+            }
+            Kind::File => Plan::File,
+            Kind::DevNull => Plan::DevNull,
+            Kind::Stdout if fd == 2 => Plan::Stdout,
+            Kind::Stdout => return Err(PyValueError::new_err("STDOUT is only a target for stderr")),
+            Kind::TextStream => Plan::Live(Mode::Text { call: false }),
+            Kind::BytesStream => Plan::Live(Mode::Bytes { call: false }),
+            Kind::Callable if text => Plan::Live(Mode::Text { call: true }),
+            Kind::Callable => Plan::Live(Mode::Bytes { call: true }),
+            Kind::Logger => Plan::Live(Mode::Logger { level: arg.extract()? }),
+        })
+    }
+
+    /// Where the fd is to point (`None`: a live target reads the block's pipe). Needs the GIL
+    /// for a file object, which is flushed first, then its fd used.
+    pub fn sink<'p>(&'p self, py: Python<'_>, target: &Bound<'_, PyAny>) -> PyResult<Option<Sink<'p>>> {
+        Ok(Some(match self {
+            Plan::Capture => Sink::Capture,
+            Plan::Fd(target) => Sink::Fd(*target),
+            Plan::Path(path) => Sink::Path(path),
+            Plan::File => {
+                target.call_method0(names::FLUSH.get(py))?;
+                Sink::Fd(target.call_method0(names::FILENO.get(py))?.extract()?)
+            }
+            Plan::DevNull => Sink::DevNull,
+            Plan::Stdout => Sink::Follow(1),
+            Plan::Live(_) => return Ok(None),
+        }))
+    }
+
+    /// The path of a path target, for the messages of errors about it.
+    pub fn path(&self) -> Option<PathBuf> {
+        match self {
+            Plan::Path(path) => Some(PathBuf::from(std::ffi::OsStr::from_bytes(path.as_bytes()))),
+            _ => None,
+        }
+    }
+
+    /// What an error writing to the target names: its path, or its fd.
+    pub fn subject(&self) -> Subject {
+        match (self.path(), self) {
+            (Some(path), _) => Subject::Path(path),
+            (None, Plan::Fd(target)) => Subject::Fd(*target),
+            _ => Subject::Nothing,
+        }
+    }
+}
