@@ -13,7 +13,7 @@ use pyo3::ffi;
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
 
-use super::errors::os_error;
+use super::errors::io_error;
 use super::names;
 use super::streams::flush_python;
 use crate::reader::Channel;
@@ -81,7 +81,7 @@ impl Captured {
         let bytes = if inherited {
             PyBytes::new(py, b"")
         } else {
-            let size = memfile::size(&memfd).map_err(|e| os_error(e.raw_os_error().unwrap_or(libc::EIO)))?;
+            let size = memfile::size(&memfd).map_err(io_error)?;
             new_bytes_filled(py, size, |buf| memfile::read_and_release(&memfd, buf))?
         };
         *self.lock(py) = State::Done(bytes.unbind());
@@ -105,9 +105,7 @@ fn new_bytes_filled(
     // SAFETY: the object is new and not shared with any other code yet, so writing its buffer
     // (len bytes, as allocated) is allowed; it stays alive (we hold `bytes`) while `buf` is used.
     let buf = unsafe { std::slice::from_raw_parts_mut(ffi::PyBytes_AsString(bytes.as_ptr()).cast::<u8>(), len) };
-    let filled = py
-        .detach(|| fill(buf))
-        .map_err(|e| os_error(e.raw_os_error().unwrap_or(libc::EIO)))?;
+    let filled = py.detach(|| fill(buf)).map_err(io_error)?;
     if filled < len {
         // The file shrank under us (someone truncated the fd): keep only what was read.
         return Ok(PyBytes::new(py, &bytes.as_bytes()[..filled]));
@@ -166,7 +164,7 @@ impl Captured {
         };
         flush_python(py)?;
         py.detach(flush::flush_native);
-        let size = memfile::size(&memfd).map_err(|e| os_error(e.raw_os_error().unwrap_or(libc::EIO)))?;
+        let size = memfile::size(&memfd).map_err(io_error)?;
         Ok(new_bytes_filled(py, size, |buf| memfile::read_at(&memfd, buf, 0))?.unbind())
     }
 
