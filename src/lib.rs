@@ -22,6 +22,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     binding::make_once(m.py())?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     m.add_class::<binding::redirect::Redirect>()?;
+    m.add_class::<binding::both::Redirects>()?;
     m.add_class::<binding::captured::Captured>()?;
     m.add_class::<binding::streams::FdWriter>()?;
     m.add_class::<binding::step::Step>()?;

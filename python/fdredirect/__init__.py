@@ -10,6 +10,7 @@ import atexit
 import os
 
 from . import _native
+from ._both import redirect_fds
 from ._native import Captured, __version__, flush_all
 from ._redirect import redirect_stderr_fd, redirect_stdout_fd
 from ._targets import DEVNULL, STDOUT
@@ -22,6 +23,7 @@ __all__ = [
     "__version__",
     "flush_all",
     "load_ipython_extension",
+    "redirect_fds",
     "redirect_stderr_fd",
     "redirect_stdout_fd",
     "unload_ipython_extension",

@@ -10,6 +10,7 @@ __all__ = [
     "Captured",
     "FdWriter",
     "Redirect",
+    "Redirects",
     "Step",
     "__version__",
     "c_emit",
@@ -109,6 +110,48 @@ class Redirect:
     def fd(self) -> int: ...
     @property
     def target(self) -> Any: ...
+
+@disjoint_base
+class Redirects:
+    """fd 1 and fd 2 redirected together: ``__enter__`` and ``__exit__`` are one native call each.
+
+    Args:
+        stdout: the redirect of fd 1.
+        stderr: the redirect of fd 2.
+        merged: ``stderr`` follows fd 1 (``2>&1``); ``__enter__`` then returns ``None`` for it.
+
+    Raises:
+        ValueError: ``stdout`` is not a redirect of fd 1, or ``stderr`` not one of fd 2.
+    """
+
+    def __new__(cls, stdout: Redirect, stderr: Redirect, merged: bool) -> Self: ...
+    def __enter__(self) -> tuple[Any, Any]:
+        """Enter ``stdout``, then ``stderr``; if ``stderr`` fails, exit ``stdout`` and raise.
+
+        Returns:
+            ``(out, err)``: what each redirect's ``__enter__`` returned (``err`` is ``None`` when
+            merged).
+        """
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool:
+        """Exit ``stderr``, then ``stdout`` whatever the first raised; raise the first error."""
+    def __aenter__(self) -> Step:
+        """An awaitable that enters when first stepped (``__enter__`` in one native call)."""
+    def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> Step:
+        """Exit now (as ``__exit__``); the awaitable hands back ``False``."""
+    @property
+    def stdout(self) -> Redirect: ...
+    @property
+    def stderr(self) -> Redirect: ...
 
 @final
 class Step:

@@ -17,6 +17,25 @@ if TYPE_CHECKING:
 _F = TypeVar("_F", bound=Callable[..., Any])
 
 
+def decorate(manager: Any, func: _F) -> _F:
+    """``func`` run inside ``manager`` at every call (``async with`` for ``async def`` functions)."""
+    if inspect.iscoroutinefunction(func):
+
+        @functools.wraps(func)
+        async def run_async(*args: Any, **kwargs: Any) -> Any:
+            async with manager:
+                return await func(*args, **kwargs)
+
+        return cast(_F, run_async)
+
+    @functools.wraps(func)
+    def run(*args: Any, **kwargs: Any) -> Any:
+        with manager:
+            return func(*args, **kwargs)
+
+    return cast(_F, run)
+
+
 class _RedirectFd(_native.Redirect):
     """Shared behaviour of ``redirect_stdout_fd`` and ``redirect_stderr_fd``."""
 
@@ -48,21 +67,7 @@ class _RedirectFd(_native.Redirect):
 
     def __call__(self, func: _F) -> _F:
         """Use as a decorator: every call of ``func`` runs inside the redirect."""
-        if inspect.iscoroutinefunction(func):
-
-            @functools.wraps(func)
-            async def run_async(*args: Any, **kwargs: Any) -> Any:
-                async with self:
-                    return await func(*args, **kwargs)
-
-            return cast(_F, run_async)
-
-        @functools.wraps(func)
-        def run(*args: Any, **kwargs: Any) -> Any:
-            with self:
-                return func(*args, **kwargs)
-
-        return cast(_F, run)
+        return decorate(self, func)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.target!r})"

@@ -1,5 +1,6 @@
 //! The Python binding: the only code in the crate that touches Python types.
 
+pub mod both;
 pub mod captured;
 pub mod crash;
 mod entered;

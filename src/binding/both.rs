@@ -1,0 +1,94 @@
+//! `Redirects`: the native half of `redirect_fds`, one `Redirect` of fd 1 and one of fd 2 entered
+//! and exited together. Each of `__enter__` and `__exit__` is still one native call: a
+//! `KeyboardInterrupt` cannot land between the two switches, and a failure of the second undoes
+//! the first, so users see both fds switched or neither.
+
+use pyo3::exceptions::PyValueError;
+use pyo3::prelude::*;
+use pyo3::types::{PyBool, PyTuple};
+
+use super::redirect::Redirect;
+use super::step::Step;
+
+#[pyclass(subclass, frozen, module = "fdredirect._native")]
+pub struct Redirects {
+    stdout: Py<Redirect>,
+    stderr: Py<Redirect>,
+    /// `stderr` follows fd 1 (`2>&1`): its own value is not handed out.
+    merged: bool,
+}
+
+#[pymethods]
+impl Redirects {
+    #[new]
+    fn new(stdout: Py<Redirect>, stderr: Py<Redirect>, merged: bool) -> PyResult<Self> {
+        if stdout.get().fd != 1 || stderr.get().fd != 2 {
+            return Err(PyValueError::new_err(
+                "Redirects takes a redirect of fd 1, then one of fd 2",
+            ));
+        }
+        Ok(Redirects { stdout, stderr, merged })
+    }
+
+    fn __enter__(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
+        self.enter(py)
+    }
+
+    #[pyo3(signature = (*_exc_info))]
+    fn __exit__(&self, py: Python<'_>, _exc_info: &Bound<'_, PyTuple>) -> PyResult<bool> {
+        self.exit(py)
+    }
+
+    /// Does nothing until awaited (see `Redirect.__aenter__`).
+    fn __aenter__(slf: &Bound<'_, Self>) -> Step {
+        Step::enter(slf.clone().unbind().into_any(), |py, slf| {
+            slf.cast::<Redirects>()?.get().enter(py)
+        })
+    }
+
+    /// Exits at once; the awaitable only hands back the result (see `Redirect.__aexit__`).
+    #[pyo3(signature = (*_exc_info))]
+    fn __aexit__(&self, py: Python<'_>, _exc_info: &Bound<'_, PyTuple>) -> PyResult<Step> {
+        let suppress = self.exit(py)?;
+        Ok(Step::done(PyBool::new(py, suppress).to_owned().into_any().unbind()))
+    }
+
+    /// The redirect of fd 1.
+    #[getter]
+    fn stdout(&self, py: Python<'_>) -> Py<Redirect> {
+        self.stdout.clone_ref(py)
+    }
+
+    /// The redirect of fd 2.
+    #[getter]
+    fn stderr(&self, py: Python<'_>) -> Py<Redirect> {
+        self.stderr.clone_ref(py)
+    }
+}
+
+impl Redirects {
+    /// fd 1 first (a merged fd 2 follows where fd 1 points), then fd 2; if fd 2 cannot be
+    /// switched, fd 1 is switched back before the error is raised. Returns `(out, err)`, `err`
+    /// being `None` when merged.
+    fn enter(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
+        let out = self.stdout.get().enter(py)?;
+        let err = match self.stderr.get().enter(py) {
+            Ok(err) => err,
+            Err(error) => {
+                // The undo's own failure (a live target's exception) would hide why.
+                let _ = self.stdout.get().exit(py);
+                return Err(error);
+            }
+        };
+        let err = if self.merged { py.None() } else { err };
+        Ok(PyTuple::new(py, [out, err])?.into_any().unbind())
+    }
+
+    /// fd 2 first (it may follow fd 1's block), then fd 1 whatever fd 2's exit raised; the
+    /// first error is raised once both are restored.
+    fn exit(&self, py: Python<'_>) -> PyResult<bool> {
+        let err = self.stderr.get().exit(py);
+        let out = self.stdout.get().exit(py);
+        err.and(out)
+    }
+}
