@@ -1,8 +1,10 @@
 //! The fd core's error type. It keeps `errno` and what the error was about (a path, a file
 //! descriptor), so the binding can build the right `OSError` subclass with a useful message.
 
+use std::ffi::{CStr, OsStr};
 use std::io;
 use std::os::fd::RawFd;
+use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
 
 /// What an OS error was about, for the message the user sees.
@@ -28,6 +30,16 @@ pub enum Error {
 impl Error {
     pub fn os(err: io::Error, subject: Subject) -> Self {
         Error::Os { err, subject }
+    }
+
+    /// For `map_err`: an OS error about file descriptor `fd`.
+    pub fn about_fd(fd: RawFd) -> impl FnOnce(io::Error) -> Self {
+        move |err| Error::os(err, Subject::Fd(fd))
+    }
+
+    /// For `map_err`: an OS error about `path`.
+    pub fn about_path(path: &CStr) -> impl FnOnce(io::Error) -> Self + '_ {
+        move |err| Error::os(err, Subject::Path(PathBuf::from(OsStr::from_bytes(path.to_bytes()))))
     }
 }
 

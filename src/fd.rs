@@ -1,5 +1,8 @@
-//! Thin wrappers over the file-descriptor syscalls the core uses. Every `unsafe` in the fd core
-//! that is not about libc's `FILE` objects lives here.
+//! Thin wrappers over the file-descriptor syscalls of the switch, the sinks and the reader (dup,
+//! open, pipes, poll, status flags). Elsewhere in the core, `unsafe` is about something other
+//! than handing out fds: the memory file's reads and page release (`memfile`), libc's `FILE`
+//! objects and the loader (`flush`), the fork handlers (`fork`), and the crash handler, which
+//! may only make async-signal-safe calls and so makes its own (`crash`).
 
 use std::ffi::CStr;
 use std::io;
@@ -302,16 +305,40 @@ fn identity_of(stat: &libc::stat) -> (u64, u64) {
     (u64::from(stat.st_dev), u64::from(stat.st_ino))
 }
 
+/// Test helpers shared by the core's unit tests.
+#[cfg(test)]
+pub(crate) mod testing {
+    use std::os::fd::RawFd;
+
+    /// An fd number that is closed and stays closed while the tests run, for tests about closed
+    /// fds. Not a number a test has just closed: cargo runs tests in parallel threads, and the
+    /// kernel gives the lowest free number to the next `open` in any of them. This one lies near
+    /// the top of the fd table, which no test comes near; `slot` keeps the tests using one apart.
+    pub fn unused_fd(slot: RawFd) -> RawFd {
+        let mut limit = std::mem::MaybeUninit::<libc::rlimit>::uninit();
+        // SAFETY: getrlimit fills `limit` on success, and it is read only then.
+        let soft = if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, limit.as_mut_ptr()) } == 0 {
+            // SAFETY: initialised by the successful call above.
+            unsafe { limit.assume_init() }.rlim_cur
+        } else {
+            256
+        };
+        let top = soft.min(1024) as RawFd - 1;
+        assert!(top - slot > 64, "too few fds allowed for the tests");
+        let fd = top - slot;
+        assert!(super::access_mode(fd).is_err(), "fd {fd} should be closed");
+        fd
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    use super::testing::unused_fd;
     use super::*;
 
     #[test]
     fn save_returns_none_for_closed_fd() {
-        let probe = open_devnull().unwrap();
-        let raw = probe.as_raw_fd();
-        drop(probe);
-        assert!(save(raw).unwrap().is_none());
+        assert!(save(unused_fd(2)).unwrap().is_none());
     }
 
     #[test]
@@ -326,9 +353,7 @@ mod tests {
     #[test]
     fn access_mode_reports_ebadf_for_closed_fd() {
         let probe = open_devnull().unwrap();
-        let raw = probe.as_raw_fd();
-        assert_eq!(access_mode(raw).unwrap(), libc::O_WRONLY);
-        drop(probe);
-        assert_eq!(access_mode(raw).unwrap_err().raw_os_error(), Some(libc::EBADF));
+        assert_eq!(access_mode(probe.as_raw_fd()).unwrap(), libc::O_WRONLY);
+        assert_eq!(access_mode(unused_fd(3)).unwrap_err().raw_os_error(), Some(libc::EBADF));
     }
 }

@@ -114,11 +114,13 @@ fn populate(buf: &mut [u8]) {
     // SAFETY: sysconf has no preconditions.
     let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) }.max(1) as usize;
     let start = buf.as_mut_ptr() as usize;
-    let first = start.div_ceil(page) * page;
-    let end = (start + buf.len()) / page * page;
-    if end > first {
-        // SAFETY: [first, end) lies inside `buf`, which we may write; populating changes no contents.
-        unsafe { libc::madvise(first as *mut libc::c_void, end - first, libc::MADV_POPULATE_WRITE) };
+    let first_page = start.div_ceil(page) * page;
+    let past_last_page = (start + buf.len()) / page * page;
+    if past_last_page > first_page {
+        let whole_pages = past_last_page - first_page;
+        // SAFETY: the whole pages from `first_page` lie inside `buf`, which we may write;
+        // populating changes no contents.
+        unsafe { libc::madvise(first_page as *mut libc::c_void, whole_pages, libc::MADV_POPULATE_WRITE) };
     }
 }
 

@@ -7,30 +7,16 @@
 //! A redirect made outside this stack (another library's `dup2`) owns the fd while it lasts: an
 //! entry that ends while the fd points somewhere else than its sink leaves the fd alone.
 
-use crate::locks;
-use std::ffi::CStr;
+mod sink;
+
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
-use std::os::unix::ffi::OsStrExt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard, TryLockError};
 
-use crate::error::{Error, Subject};
-use crate::{crash, fd, flush, fork, memfile};
-
-/// Where a redirected fd should point.
-#[derive(Debug)]
-pub enum Sink<'a> {
-    /// A fresh memory file, handed back to the caller to read.
-    Capture,
-    /// An fd the caller keeps owning (an `int` target, a file object's fd).
-    Fd(RawFd),
-    /// A file, created and truncated, written with `O_APPEND`.
-    Path(&'a CStr),
-    DevNull,
-    /// Share whatever open file description `fd` has now (`2>&1`), and keep following it
-    /// if the redirect of `fd` that is current now ends first.
-    Follow(RawFd),
-}
+use crate::error::Error;
+use crate::{crash, fd, flush, fork, locks};
+use sink::open_sink;
+pub use sink::{open_target, Sink};
 
 /// What `enter` hands back.
 #[derive(Debug)]
@@ -98,44 +84,6 @@ impl Stacks {
 
     fn top_id(&mut self, fd: RawFd) -> Option<u64> {
         self.stack(fd).last().map(|e| e.id)
-    }
-}
-
-/// Open the sink: the fd to `dup2` from, and the fd to keep for the caller (capture only).
-fn open_sink(fd: RawFd, sink: &Sink<'_>) -> Result<(Option<OwnedFd>, RawFd), Error> {
-    let opened = match sink {
-        Sink::Fd(target) | Sink::Follow(target) => {
-            let target = *target;
-            let mode = fd::access_mode(target).map_err(|e| Error::os(e, Subject::Fd(target)))?;
-            if mode == libc::O_RDONLY {
-                return Err(Error::ReadOnly(target));
-            }
-            return Ok((None, target));
-        }
-        Sink::Capture => memfile::create()?,
-        Sink::Path(path) => fd::open_for_append(path).map_err(|e| {
-            let path = std::path::PathBuf::from(std::ffi::OsStr::from_bytes(path.to_bytes()));
-            Error::os(e, Subject::Path(path))
-        })?,
-        Sink::DevNull => fd::open_devnull()?,
-    };
-    if opened.as_raw_fd() == fd {
-        // `fd` was closed and the open reused its number: it already points at the sink.
-        // Keep it there, and hold a second copy so that dropping ours leaves `fd` alone.
-        let copy = fd::dup_above_stdio(fd)?;
-        let _already_in_place = std::os::fd::IntoRawFd::into_raw_fd(opened);
-        return Ok((Some(copy), fd));
-    }
-    let raw = opened.as_raw_fd();
-    Ok((Some(opened), raw))
-}
-
-/// An fd for `sink` that the caller owns, for a reader to write to (tee): the memory file, the
-/// opened path or /dev/null, or a copy of the target fd.
-pub fn open_target(sink: &Sink<'_>) -> Result<OwnedFd, Error> {
-    match open_sink(-1, sink)? {
-        (Some(opened), _) => Ok(opened),
-        (None, target) => Ok(fd::dup_above_stdio(target).map_err(|e| Error::os(e, Subject::Fd(target)))?),
     }
 }
 
@@ -261,6 +209,9 @@ fn refollow(stacks: &mut Stacks, fd: RawFd, id: u64) -> Result<bool, Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error::Subject;
+    use crate::fd::testing::unused_fd;
+    use crate::memfile;
 
     /// The stacks are process-wide and fd numbers are reused: one test at a time.
     static SERIAL: Mutex<()> = Mutex::new(());
@@ -332,8 +283,7 @@ mod tests {
     #[test]
     fn closed_fd_is_closed_again() {
         let _serial = serial();
-        let (keep, fd) = private_fd();
-        drop(keep);
+        let fd = unused_fd(1);
         let entered = enter(fd, &Sink::DevNull, false).unwrap();
         assert!(fd::access_mode(fd).is_ok());
         exit(fd, entered.id, false).unwrap();
@@ -348,8 +298,7 @@ mod tests {
         let read_only = unsafe { libc::open(c"/dev/null".as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC) };
         assert!(matches!(enter(fd, &Sink::Fd(read_only), false), Err(Error::ReadOnly(f)) if f == read_only));
         fd::close(read_only);
-        // Far above anything the tests open (other threads open fds concurrently).
-        let closed = 1000;
+        let closed = unused_fd(0);
         assert!(fd::access_mode(closed).is_err());
         match enter(fd, &Sink::Fd(closed), false) {
             Err(Error::Os { err, subject }) => {

@@ -7,8 +7,9 @@
 //!
 //! The handler may only make async-signal-safe calls: no allocation, no lock that can block.
 //! So the stack's state is mirrored in a fixed table of atomics (`track`/`retarget`/`untrack`,
-//! called under the stack lock), and each slot owns its own copies of the fds it reads, so a
-//! number it holds is never closed and reused behind its back.
+//! called under the stack lock for the stack's entries; a `guard` has a slot of its own), and
+//! each slot owns its own copies of the fds it reads, so a number it holds is never closed and
+//! reused behind its back.
 //!
 //! A slot being changed (`BUSY`) is waited for briefly; a slot being dumped (`DUMPING`) makes a
 //! changer wait until the dump is over — the process is dying, and closing the saved fd would
@@ -237,7 +238,7 @@ pub fn guard(fd: RawFd, saved: RawFd, held: RawFd) -> std::io::Result<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{fd, memfile};
+    use crate::fd;
 
     fn slot(id: u64) -> Option<&'static Slot> {
         TABLE
@@ -248,16 +249,25 @@ mod tests {
     #[test]
     fn guard_owns_its_copies_until_untracked() {
         let (read, write) = fd::pipe_cloexec().unwrap();
-        let file = memfile::create().unwrap();
-        let id = guard(write.as_raw_fd(), write.as_raw_fd(), file.as_raw_fd()).unwrap();
+        // The held file is a pipe's write end, so that the slot's copy being closed shows as EOF
+        // (asking whether its number is closed would race with tests opening fds in other threads).
+        let (held_read, held_write) = fd::pipe_nonblocking().unwrap();
+        let id = guard(write.as_raw_fd(), write.as_raw_fd(), held_write.as_raw_fd()).unwrap();
         let entry = slot(id).unwrap();
         let (saved, held) = (entry.saved.load(Ordering::Relaxed), entry.memfd.load(Ordering::Relaxed));
         assert_eq!(entry.owned_saved.load(Ordering::Relaxed), saved);
-        assert!(saved > 2 && held > 2 && saved != write.as_raw_fd() && held != file.as_raw_fd());
+        assert!(saved > 2 && held > 2 && saved != write.as_raw_fd() && held != held_write.as_raw_fd());
         retarget(id, Some(&read));
         assert_eq!(entry.saved.load(Ordering::Relaxed), read.as_raw_fd());
+        drop(held_write);
+        let mut byte = [0u8; 1];
+        // SAFETY: reading into a local buffer from a non-blocking pipe we own.
+        let still_open = unsafe { libc::read(held_read.as_raw_fd(), byte.as_mut_ptr().cast(), 1) };
+        assert_eq!(still_open, -1, "the slot's copy keeps the pipe open (EAGAIN, not EOF)");
         untrack(id);
         assert!(slot(id).is_none());
-        assert!(fd::access_mode(held).is_err(), "the slot's copy of the file is closed");
+        // SAFETY: as above.
+        let closed = unsafe { libc::read(held_read.as_raw_fd(), byte.as_mut_ptr().cast(), 1) };
+        assert_eq!(closed, 0, "the slot's copy of the held file is closed: EOF");
     }
 }
