@@ -92,7 +92,7 @@ impl Switched {
     fn undo(self, py: Python<'_>, fd: RawFd, err: PyErr) -> PyErr {
         undo_switch(py, fd, self.id);
         if let Some(live) = &self.live {
-            let _ = live.end(py, None);
+            let _ = live.deliver_rest(py, None);
         }
         if let Some(channel) = &self.tee {
             end_tee(py, channel, None);
@@ -197,7 +197,7 @@ fn tee_original(channel: &Channel, tee: bool, original: Option<&OwnedFd>) -> std
 /// A tee block (or a piped capture) has ended: forward what the pipe holds, and stop serving it
 /// once it is drained. Returns what a piped capture's pipe still held.
 fn end_tee(py: Python<'_>, channel: &Arc<Channel>, late: Option<OwnedFd>) -> Vec<u8> {
-    py.detach(|| reader::end(channel, late))
+    py.detach(|| reader::finish_block(channel, late).bytes)
 }
 
 /// The first failure to write a byte of the block to its forward targets: the tee copy, or the
@@ -438,7 +438,7 @@ impl Redirect {
             if inherited {
                 live.forget(py); // a forked child leaving its parent's block: the sinks are the parent's
             } else {
-                delivery_error = live.end(py, restored).err();
+                delivery_error = live.deliver_rest(py, restored).err();
                 delivery_error = delivery_error.or_else(|| forward_error(fd, live.channel(), &self.plan));
             }
         } else if let (Some(channel), false) = (&active.tee, inherited) {
