@@ -20,6 +20,12 @@ use crate::locks;
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::SystemTime;
+
+mod forward;
+
+pub use crate::stamped::Stamped;
+pub use forward::Forward;
 
 use crate::fd;
 
@@ -36,88 +42,91 @@ pub struct Channel {
     notify: Box<dyn Fn() + Send + Sync>,
 }
 
-/// Where a channel sends its bytes besides delivery.
-pub enum Forward {
-    /// An fd outside the library's pipes (a terminal, a file, the memory file behind a tee).
-    /// `failed`: a write failed once; it is not tried again.
-    Fd { fd: OwnedFd, failed: bool },
-    /// The pipe of another channel: the bytes are handed to it in-process. `_open` is a write end
-    /// of that pipe, held so that the channel does not reach EOF while bytes may still come.
-    Channel { to: Arc<Channel>, _open: OwnedFd },
+struct State {
+    phase: Phase,
+    /// The first error of a forward target (a tee onto a full disk), reported at the block's end,
+    /// and whether it was the original destination (`add_forward`) or the block's own target.
+    forward_error: Option<(io::Error, bool)>,
+    /// How many forward targets are the block's own (given to `new`); the rest are copies to the
+    /// original destination.
+    own_targets: usize,
+    /// Keep bytes in `pending` for delivery to a Python target.
+    buffered: bool,
+    pending: Stamped,
 }
 
-impl Forward {
-    /// Send `data` on; an error of an fd target is returned once, and that target then skipped.
-    fn send(&mut self, data: &[u8]) -> io::Result<()> {
+/// Where a channel is in its block's life. Each phase holds what only it needs: the read end
+/// until EOF, the forward targets while the block runs, the late destination after it.
+enum Phase {
+    /// Registered, but not served yet: the fd is being switched to the pipe (see `park`).
+    Parked { read: OwnedFd, forward: Vec<Forward> },
+    /// The block runs: bytes are kept for delivery and sent to the forward targets.
+    Open {
+        read: OwnedFd,
+        forward: Vec<Forward>,
+        /// The delivery thread polls this pipe too (see `crate::handover`).
+        watched: bool,
+    },
+    /// The block has ended: bytes still arriving are late output, sent to where the fd points
+    /// again.
+    Ended { read: OwnedFd, late: Option<Forward> },
+    /// EOF: no writer is left, nothing more can come. The read end is closed, and so are the
+    /// write ends held into other channels' pipes (forward and late targets).
+    Drained,
+}
+
+impl Phase {
+    fn read(&self) -> Option<RawFd> {
         match self {
-            Forward::Fd { failed: true, .. } => Ok(()),
-            Forward::Fd { fd, failed } => {
-                let sent = fd::write_all_waiting(fd.as_raw_fd(), data);
-                *failed = sent.is_err();
-                sent
-            }
-            Forward::Channel { to, .. } => {
-                to.take_in(data);
-                Ok(())
-            }
+            Phase::Parked { read, .. } | Phase::Open { read, .. } | Phase::Ended { read, .. } => Some(read.as_raw_fd()),
+            Phase::Drained => None,
         }
     }
 }
 
-struct State {
-    /// The pipe's read end, non-blocking; `None` after EOF.
-    read: Option<OwnedFd>,
-    /// Sent every byte as it arrives, while the block runs.
-    forward: Vec<Forward>,
-    /// The first error of a forward target (a tee onto a full disk), reported at the block's end,
-    /// and whether it was the original destination (`add_forward`) or the block's own target.
-    forward_error: Option<(io::Error, bool)>,
-    /// How many of `forward` are the block's own targets (given to `new`); the rest are copies
-    /// to the original destination.
-    own_targets: usize,
-    /// Keep bytes in `pending` for delivery to a Python target.
-    buffered: bool,
-    pending: Vec<u8>,
-    /// After the block: where late output goes (the restored destination).
-    late: Option<Forward>,
-    phase: Phase,
-    /// The delivery thread polls this pipe too (see `reader`, "Handing the live pipes over").
-    watched: bool,
-}
-
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Phase {
-    /// Registered, but not served yet: the fd is being switched to the pipe (see `park`).
-    Parked,
-    /// The block runs: bytes are kept for delivery and sent to the forward targets.
-    Open,
-    /// The block has ended: bytes still arriving are late output (until EOF).
-    Ended,
-}
-
 impl State {
-    /// Take `data` as read from the pipe: keep it for delivery, and send it on. Returns whether
-    /// bytes were added for delivery.
-    fn accept(&mut self, data: &[u8]) -> bool {
+    /// Take `data` as read from the pipe at `at`: keep it for delivery, and send it on. Returns
+    /// whether bytes were added for delivery.
+    fn accept(&mut self, data: &[u8], at: SystemTime) -> bool {
         if data.is_empty() {
             return false;
         }
-        if self.phase == Phase::Ended {
-            // Late output: best effort, a destination that went away (EPIPE) must not stop draining.
-            if let Some(late) = &mut self.late {
-                let _ = late.send(data);
+        let forward = match &mut self.phase {
+            Phase::Parked { forward, .. } | Phase::Open { forward, .. } => forward,
+            Phase::Ended { late, .. } => {
+                // Late output: best effort, a destination that went away (EPIPE) must not stop
+                // draining.
+                if let Some(late) = late {
+                    let _ = late.send(data);
+                }
+                return false;
             }
-            return false;
-        }
-        for (index, target) in self.forward.iter_mut().enumerate() {
+            // Cannot receive: every channel sending here holds a write end of this pipe.
+            Phase::Drained => return false,
+        };
+        for (index, target) in forward.iter_mut().enumerate() {
             if let Err(err) = target.send(data) {
                 self.forward_error.get_or_insert((err, index >= self.own_targets));
             }
         }
         if self.buffered {
-            self.pending.extend_from_slice(data);
+            self.pending.push(data, at);
         }
         self.buffered
+    }
+
+    /// Move to the phase `next` makes of the current one.
+    fn reshape(&mut self, next: impl FnOnce(Phase) -> Phase) {
+        let phase = std::mem::replace(&mut self.phase, Phase::Drained);
+        self.phase = next(phase);
+    }
+
+    fn forward_targets(&self) -> &[Forward] {
+        match &self.phase {
+            Phase::Parked { forward, .. } | Phase::Open { forward, .. } => forward,
+            Phase::Ended { late: Some(late), .. } => std::slice::from_ref(late),
+            Phase::Ended { late: None, .. } | Phase::Drained => &[],
+        }
     }
 }
 
@@ -126,15 +135,15 @@ impl Channel {
         let pipe = fd::pipe_identity(read.as_raw_fd());
         let forward: Vec<Forward> = forward.into_iter().map(crate::reader::resolve).collect();
         let state = State {
-            read: Some(read),
             own_targets: forward.len(),
-            forward,
+            phase: Phase::Open {
+                read,
+                forward,
+                watched: false,
+            },
             forward_error: None,
             buffered,
-            pending: Vec::new(),
-            late: None,
-            phase: Phase::Open,
-            watched: false,
+            pending: Stamped::default(),
         };
         Channel {
             pipe,
@@ -152,37 +161,58 @@ impl Channel {
         locks::lock(&self.state)
     }
 
-    /// Also send every byte to `fd` as it arrives. Added before the channel is registered.
+    /// Also send every byte to `fd` as it arrives. Added before the block's bytes flow (parked).
     pub fn add_forward(&self, fd: OwnedFd) {
-        let forward = crate::reader::resolve(fd);
-        self.lock().forward.push(forward);
+        let target = crate::reader::resolve(fd);
+        if let Phase::Parked { forward, .. } | Phase::Open { forward, .. } = &mut self.lock().phase {
+            forward.push(target);
+        }
     }
 
     /// Not to be served until `unpark`: registered before its block switches the fd, so that a
     /// block another thread switches right after finds it (see `reader::resolve`), while the
     /// reader leaves it alone until its forward targets are in place.
     pub fn park(&self) {
-        self.lock().phase = Phase::Parked;
+        self.lock().reshape(|phase| match phase {
+            Phase::Open { read, forward, .. } => Phase::Parked { read, forward },
+            other => other,
+        });
     }
 
     pub(crate) fn unpark(&self) {
-        let mut state = self.lock();
-        if state.phase == Phase::Parked {
-            state.phase = Phase::Open;
-        }
+        self.lock().reshape(|phase| match phase {
+            Phase::Parked { read, forward } => Phase::Open {
+                read,
+                forward,
+                watched: false,
+            },
+            other => other,
+        });
     }
 
     /// The delivery thread now polls this pipe: while it does, the reader may leave it alone.
     pub fn watch(&self) {
-        self.lock().watched = true;
+        if let Phase::Open { watched, .. } = &mut self.lock().phase {
+            *watched = true;
+        }
     }
 
     pub(crate) fn is_watched(&self) -> bool {
-        self.lock().watched
+        matches!(self.lock().phase, Phase::Open { watched: true, .. })
+    }
+
+    /// Whether bytes wait for delivery.
+    pub fn has_pending(&self) -> bool {
+        !self.lock().pending.bytes.is_empty()
     }
 
     /// The bytes waiting for delivery, in order.
     pub fn take_pending(&self) -> Vec<u8> {
+        self.take_stamped().bytes
+    }
+
+    /// The bytes waiting for delivery, in order, with the times they were read.
+    pub fn take_stamped(&self) -> Stamped {
         std::mem::take(&mut self.lock().pending)
     }
 
@@ -191,8 +221,8 @@ impl Channel {
     /// gets `false`). Returns whether `f` ran.
     pub fn try_with_pending(&self, f: impl FnOnce(&[u8])) -> bool {
         match self.state.try_lock() {
-            Ok(state) => f(&state.pending),
-            Err(std::sync::TryLockError::Poisoned(poisoned)) => f(&poisoned.into_inner().pending),
+            Ok(state) => f(&state.pending.bytes),
+            Err(std::sync::TryLockError::Poisoned(poisoned)) => f(&poisoned.into_inner().pending.bytes),
             Err(std::sync::TryLockError::WouldBlock) => return false,
         }
         true
@@ -207,17 +237,18 @@ impl Channel {
     /// The pipe's read end, to poll; `None` after EOF. The number may be closed and reused by the
     /// time a poll returns: a wake-up on it only ever leads to `drain`, which reads under the lock.
     pub fn read_fd(&self) -> Option<RawFd> {
-        self.lock().read.as_ref().map(AsRawFd::as_raw_fd)
+        self.lock().phase.read()
     }
 
-    /// For the reader's poll: the read end, unless the delivery thread polls this pipe now.
-    pub(crate) fn poll_fd(&self, delivery_polling: bool) -> Option<RawFd> {
+    /// For the reader's poll: the read end, unless the channel is parked, or the delivery thread
+    /// polls this pipe now (`delivery_polling`: see `crate::handover`).
+    pub(crate) fn reader_poll_fd(&self, delivery_polling: bool) -> Option<RawFd> {
         let state = self.lock();
-        let leave_to_delivery = delivery_polling && state.watched && state.phase == Phase::Open;
-        if state.phase == Phase::Parked || leave_to_delivery {
-            return None;
+        match &state.phase {
+            Phase::Parked { .. } => None,
+            Phase::Open { watched: true, .. } if delivery_polling => None,
+            phase => phase.read(),
         }
-        state.read.as_ref().map(AsRawFd::as_raw_fd)
     }
 
     /// Read what the pipe holds (a bounded amount); returns (how many bytes were added for
@@ -240,7 +271,7 @@ impl Channel {
 
     /// Bytes handed over by a newer channel (see the module docs), as if read from this pipe.
     fn take_in(&self, data: &[u8]) {
-        let added = self.lock().accept(data);
+        let added = self.lock().accept(data, SystemTime::now());
         if added {
             self.notify();
         }
@@ -248,21 +279,16 @@ impl Channel {
 
     /// Whether this channel sends bytes to `other` (tee copies, or late output).
     pub(crate) fn sends_to(&self, other: &Arc<Channel>) -> bool {
-        let state = self.lock();
-        state
-            .forward
+        self.lock()
+            .forward_targets()
             .iter()
-            .chain(state.late.as_ref())
             .any(|target| matches!(target, Forward::Channel { to, .. } if Arc::ptr_eq(to, other)))
     }
 
     /// Take exactly what the pipe holds now and send it on (delivery is notified).
     pub(crate) fn drain_held(&self) {
         let mut state = self.lock();
-        let held = state
-            .read
-            .as_ref()
-            .map_or(0, |read| fd::bytes_available(read.as_raw_fd()));
+        let held = state.phase.read().map_or(0, fd::bytes_available);
         let (added, _) = Self::drain_locked(&mut state, Some(held));
         drop(state);
         if added > 0 {
@@ -276,10 +302,10 @@ impl Channel {
     }
 
     fn drain_locked(state: &mut State, limit: Option<usize>) -> (usize, bool) {
-        let Some(read) = state.read.as_ref().map(AsRawFd::as_raw_fd) else {
+        let Some(read) = state.phase.read() else {
             return (0, true);
         };
-        let before = state.pending.len();
+        let before = state.pending.bytes.len();
         let mut scratch = Vec::new();
         let mut left = limit.unwrap_or(usize::MAX);
         let mut eof = false;
@@ -295,7 +321,7 @@ impl Channel {
                 }
                 Ok(n) => {
                     left -= n;
-                    state.accept(&scratch);
+                    state.accept(&scratch, SystemTime::now());
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
@@ -306,43 +332,36 @@ impl Channel {
             }
         }
         if eof {
-            // No writer is left: nothing more can come, so nothing more is sent on. Dropping
-            // the forward targets closes the write ends held into other channels' pipes.
-            state.read = None;
-            state.forward.clear();
-            state.late = None;
+            state.phase = Phase::Drained;
         }
-        (state.pending.len() - before, eof)
+        (state.pending.bytes.len() - before, eof)
     }
 
     /// The block has ended (its fd already restored): take exactly the bytes the pipe holds now
     /// (never wait for EOF: a child may hold the write end forever), send them on, and return
-    /// everything not yet delivered. Later bytes go to `late` (see `reader::end`). Returns
-    /// (pending bytes, EOF reached).
-    pub(crate) fn end(&self, late: Option<Forward>) -> (Vec<u8>, bool) {
+    /// everything not yet delivered. From now on, bytes are late output and go to `late` (see
+    /// `reader::finish_block`). Returns (pending bytes, EOF reached).
+    pub(crate) fn switch_to_late(&self, late: Option<Forward>) -> (Stamped, bool) {
         let mut state = self.lock();
-        let held = state
-            .read
-            .as_ref()
-            .map_or(0, |read| fd::bytes_available(read.as_raw_fd()));
+        let held = state.phase.read().map_or(0, fd::bytes_available);
         let (_, mut eof) = Self::drain_locked(&mut state, Some(held));
         let mut probe = Vec::new();
         if !eof {
             // No writer left (the usual case): EOF now, and the read end can go at once.
-            if let Some(read) = &state.read {
-                if let Ok(0) = read_append(read.as_raw_fd(), &mut probe, 1) {
+            if let Some(read) = state.phase.read() {
+                if let Ok(0) = read_append(read, &mut probe, 1) {
                     eof = true;
-                    state.read = None;
                 }
             }
         }
-        state.phase = Phase::Ended;
-        state.forward.clear();
-        if !eof {
-            state.late = late;
-        }
+        state.reshape(|phase| match phase {
+            Phase::Parked { read, .. } | Phase::Open { read, .. } | Phase::Ended { read, .. } if !eof => {
+                Phase::Ended { read, late }
+            }
+            _ => Phase::Drained,
+        });
         // A byte written after the block: late output.
-        state.accept(&probe);
+        state.accept(&probe, SystemTime::now());
         (std::mem::take(&mut state.pending), eof)
     }
 }
@@ -364,6 +383,6 @@ pub(crate) fn read_append(fd: RawFd, buf: &mut Vec<u8>, want: usize) -> io::Resu
 #[cfg(test)]
 impl Channel {
     pub(crate) fn is_drained(&self) -> bool {
-        self.lock().read.is_none()
+        matches!(self.lock().phase, Phase::Drained)
     }
 }

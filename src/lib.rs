@@ -5,14 +5,19 @@ mod binding;
 mod channel;
 mod crash;
 mod decode;
+mod delivery;
 mod error;
 mod fd;
 mod flush;
 mod fork;
+mod handover;
 mod locks;
 mod memfile;
+mod poll;
 mod reader;
 mod stack;
+mod stamped;
+mod worker;
 
 use pyo3::prelude::*;
 

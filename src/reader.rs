@@ -1,8 +1,8 @@
 //! The reader: one long-lived thread that drains the pipe of every live block, never touching
 //! the GIL, so a writer that holds the GIL can write any amount without blocking on a full pipe.
 //! While the delivery thread is idle it polls the live pipes itself (for latency), and the reader
-//! stands back; see "Handing the live pipes over" below. Each block's pipe and the routing of its
-//! bytes is a `Channel` (`crate::channel`).
+//! stands back (`crate::handover`). Each block's pipe and the routing of its bytes is a `Channel`
+//! (`crate::channel`); this module keeps the registry of the channels the reader serves.
 
 use crate::locks;
 use std::io;
@@ -11,76 +11,23 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 pub use crate::channel::{Channel, Forward};
 use crate::fd;
-
-// Handing the live pipes over between the delivery thread and the reader.
-//
-// A line written to an idle process should cost one thread wake-up: the delivery thread's. So
-// while the delivery thread polls the pipes of live blocks itself, the reader leaves them out of
-// its own poll: two pollers would both be woken by every write, and the second wake-up delays
-// the first. When the delivery thread leaves its poll to take the GIL, the reader must be able to
-// take over, or a writer that holds the GIL would block forever on a full pipe:
-// - after a large read (a writer is streaming), the reader is woken at once, to keep draining
-//   while the delivery thread delivers;
-// - after a small one (a line), a backstop timer is armed instead, because waking a thread would
-//   delay the line's delivery. If the delivery thread is not back polling when it expires (it
-//   waits for the GIL, or a target is slow), the reader wakes and drains the live pipes too. The
-//   delay is longer than a scheduler tick: arming a timer that expires before the next tick
-//   reprograms the CPU's timer, which costs several microseconds on virtual machines.
-
-const BACKSTOP_NANOS: i64 = 5_000_000;
-/// A read at least this large means a writer is streaming.
-const STREAMING: usize = 16 << 10;
-
-/// The delivery thread is about to poll the live pipes itself.
-pub fn delivery_polls() {
-    let mut registry = lock_registry();
-    if let Some(timer) = registry.ours_mut() {
-        fd::set_timer(timer, 0);
-        registry.delivery_polling = true;
-    }
-}
-
-/// The delivery thread stops polling, to deliver `drained` bytes it read itself.
-pub fn delivery_leaves(drained: usize) {
-    let mut registry = lock_registry();
-    let Some(timer) = registry.ours_mut() else {
-        return; // no reader in this process yet: it starts with the delivery thread not polling
-    };
-    registry.delivery_polling = false;
-    if drained >= STREAMING {
-        wake(&registry);
-    } else {
-        fd::set_timer(timer, BACKSTOP_NANOS);
-    }
-}
+use crate::handover::Handover;
+use crate::poll::{self, Poller};
+use crate::worker::Worker;
 
 /// The registry of channels the reader thread serves.
 pub(crate) struct Registry {
-    /// The fork generation the thread was started in; a forked child starts its own.
-    generation: Option<u64>,
-    wake: Option<OwnedFd>,
-    /// The backstop timer the reader polls (see "Handing the live pipes over").
-    timer: Option<OwnedFd>,
-    /// The delivery thread is polling the live pipes it watches; the reader leaves them alone.
-    delivery_polling: bool,
+    /// The reader thread of this fork generation.
+    pub(crate) thread: Worker,
+    pub(crate) handover: Handover,
     channels: Vec<Arc<Channel>>,
 }
 
 static REGISTRY: Mutex<Registry> = Mutex::new(Registry {
-    generation: None,
-    wake: None,
-    timer: None,
-    delivery_polling: false,
+    thread: Worker::new(),
+    handover: Handover::new(),
     channels: Vec::new(),
 });
-
-impl Registry {
-    /// The backstop timer, if the reader thread is this process's (not a forked parent's).
-    fn ours_mut(&mut self) -> Option<RawFd> {
-        let timer = self.timer.as_ref()?.as_raw_fd();
-        (self.generation == Some(crate::fork::generation())).then_some(timer)
-    }
-}
 
 pub(crate) fn lock_registry() -> MutexGuard<'static, Registry> {
     locks::lock(&REGISTRY)
@@ -88,38 +35,36 @@ pub(crate) fn lock_registry() -> MutexGuard<'static, Registry> {
 
 /// Serve `channel` from now on, starting the reader thread on first use.
 pub fn register(channel: Arc<Channel>) -> io::Result<()> {
-    let mut registry = lock_registry();
-    let generation = crate::fork::generation();
-    if registry.generation != Some(generation) {
-        // First use, or a forked child: the parent's thread does not exist here.
+    let mut guard = lock_registry();
+    let registry = &mut *guard;
+    registry.thread.ensure("fdredirect-reader", || {
+        // First use, or a forked child: the parent's thread does not exist here, and its
+        // channels are the parent's (never dropped here: their locks may be held).
         std::mem::forget(std::mem::take(&mut registry.channels));
-        let (wake_read, wake_write) = fd::pipe_nonblocking()?;
-        let timer = fd::timer()?;
-        let timer_fd = timer.as_raw_fd(); // owned by the registry, which outlives the thread
-        std::thread::Builder::new()
-            .name("fdredirect-reader".into())
-            .spawn(move || run(&wake_read, timer_fd))?;
-        registry.wake = Some(wake_write);
-        registry.timer = Some(timer);
-        registry.delivery_polling = false;
-        registry.generation = Some(generation);
-    }
+        let timer = registry.handover.restart()?;
+        Ok(move |wake: &OwnedFd| run(wake, timer))
+    })?;
     registry.channels.push(channel);
-    wake(&registry);
+    registry.thread.wake();
     Ok(())
 }
 
 /// Start serving a parked channel (see `Channel::park`).
 pub fn unpark(channel: &Channel) {
     channel.unpark();
-    wake(&lock_registry());
+    lock_registry().thread.wake();
 }
 
 /// Stop serving `channel` (its pipe reached EOF, or its block never began).
 pub fn unregister(channel: &Arc<Channel>) {
     let mut registry = lock_registry();
     registry.channels.retain(|c| !Arc::ptr_eq(c, channel));
-    wake(&registry);
+    registry.thread.wake();
+}
+
+/// `unregister` by the reader itself: it builds its poll set anew anyway.
+pub(crate) fn forget(channel: &Arc<Channel>) {
+    lock_registry().channels.retain(|c| !Arc::ptr_eq(c, channel));
 }
 
 /// Where bytes sent to `fd` should go: when `fd` is the write end of a registered channel's
@@ -140,18 +85,19 @@ pub fn resolve(fd: OwnedFd) -> Forward {
     }
 }
 
-/// The block of `channel` has ended (see `Channel::end`): stop serving the pipe at EOF, or make
-/// the reader poll it again if the delivery thread had it (late output is the reader's alone).
-/// `late` is where the fd points again: bytes written to the pipe after the block go there.
-pub fn end(channel: &Arc<Channel>, late: Option<OwnedFd>) -> Vec<u8> {
+/// The block of `channel` has ended (its fd restored): take what its pipe and the pipes feeding
+/// it hold now, and return every byte not yet delivered. From now on the channel's bytes are
+/// late output, sent to `late` (where the fd points again): the reader serves the pipe until
+/// EOF, taking it back if the delivery thread had it (late output is the reader's alone).
+pub fn finish_block(channel: &Arc<Channel>, late: Option<OwnedFd>) -> crate::stamped::Stamped {
     let late = late.map(resolve);
     take_inflow(channel, 0);
     let was_watched = channel.is_watched();
-    let (rest, eof) = channel.end(late);
+    let (rest, eof) = channel.switch_to_late(late);
     if eof {
         unregister(channel);
     } else if was_watched {
-        wake(&lock_registry());
+        lock_registry().thread.wake();
     }
     rest
 }
@@ -176,41 +122,18 @@ fn take_inflow(channel: &Arc<Channel>, depth: usize) {
     }
 }
 
-fn wake(registry: &Registry) {
-    if let Some(wake) = &registry.wake {
-        fd::poke(wake.as_raw_fd());
-    }
-}
-
 fn run(wake: &OwnedFd, timer: RawFd) {
     loop {
-        let (channels, delivery_polling) = {
+        let (channels, delivery_polls) = {
             let registry = lock_registry();
-            (registry.channels.clone(), registry.delivery_polling)
+            (registry.channels.clone(), registry.handover.delivery_polls())
         };
-        let mut polled = vec![wake.as_raw_fd(), timer];
-        let mut served = Vec::with_capacity(channels.len());
-        for channel in &channels {
-            if let Some(read) = channel.poll_fd(delivery_polling) {
-                polled.push(read);
-                served.push(Arc::clone(channel));
-            }
-        }
-        let ready = fd::wait_readable(&polled);
-        for (&fd, _) in polled[..2].iter().zip(&ready).filter(|(_, &ready)| ready) {
-            fd::discard_available(fd);
-        }
-        for (channel, _) in served.iter().zip(&ready[2..]).filter(|(_, &ready)| ready) {
-            // The delivery thread polls live pipes too, and may be draining this one.
-            let Some((added, eof)) = channel.try_drain() else {
-                continue;
-            };
-            if added > 0 {
-                channel.notify();
-            }
-            if eof {
-                lock_registry().channels.retain(|c| !Arc::ptr_eq(c, channel));
-            }
+        let wakers = [wake.as_raw_fd(), timer];
+        let filled = poll::turn(Poller::Reader, &wakers, &channels, |channel| {
+            channel.reader_poll_fd(delivery_polls)
+        });
+        for (channel, _) in filled {
+            channel.notify();
         }
     }
 }
@@ -262,17 +185,17 @@ mod tests {
     }
 
     #[test]
-    fn end_takes_what_the_pipe_holds_and_forwards_late_bytes() {
+    fn the_block_end_takes_what_the_pipe_holds_and_forwards_late_bytes() {
         let (read, write) = pipe().unwrap();
         let (late_read, late_write) = pipe().unwrap();
         let channel = Arc::new(Channel::new(read, Vec::new(), true, Box::new(|| {})));
-        // Not registered: nothing drains but `end` itself.
+        // Not registered: nothing drains but the block's end itself.
         fd::write_all(write.as_raw_fd(), b"in block", &mut 0).unwrap();
-        let (pending, eof) = channel.end(Some(Forward::Fd {
+        let (pending, eof) = channel.switch_to_late(Some(Forward::Fd {
             fd: late_write,
             failed: false,
         }));
-        assert_eq!(pending, b"in block");
+        assert_eq!(pending.bytes, b"in block");
         assert!(!eof, "the write end is still open");
         register(Arc::clone(&channel)).unwrap();
         fd::write_all(write.as_raw_fd(), b"late", &mut 0).unwrap();
@@ -285,12 +208,13 @@ mod tests {
     }
 
     #[test]
-    fn end_sees_eof_when_no_writer_is_left() {
+    fn the_block_end_sees_eof_when_no_writer_is_left() {
         let (read, write) = pipe().unwrap();
         let channel = Channel::new(read, Vec::new(), true, Box::new(|| {}));
         fd::write_all(write.as_raw_fd(), b"all", &mut 0).unwrap();
         drop(write);
-        assert_eq!(channel.end(None), (b"all".to_vec(), true));
+        let (rest, eof) = channel.switch_to_late(None);
+        assert_eq!((rest.bytes, eof), (b"all".to_vec(), true));
     }
 
     #[test]
@@ -326,7 +250,7 @@ mod tests {
         // Late output of the outer block after its end goes to a plain fd.
         fd::write_all(outer_write.as_raw_fd(), b"tail", &mut 0).unwrap();
         let (late_read, late_write) = pipe().unwrap();
-        let mut pending = end(&outer, Some(late_write));
+        let mut pending = finish_block(&outer, Some(late_write)).bytes;
         pending.extend(outer.take_pending());
         assert_eq!(pending.len(), data.len() + 4);
         assert_eq!(&pending[..data.len()], &data[..]);

@@ -50,7 +50,7 @@ impl Switched {
     pub fn undo(self, py: Python<'_>, fd: RawFd, err: PyErr) -> PyErr {
         undo_switch(py, fd, self.id);
         if let Some(live) = &self.live {
-            let _ = live.end(py, None);
+            let _ = live.deliver_rest(py, None);
         }
         if let Some(channel) = &self.tee {
             tees::end(py, channel, None);
@@ -183,7 +183,7 @@ impl Redirect {
             if inherited {
                 live.forget(py); // a forked child leaving its parent's block: the sinks are the parent's
             } else {
-                delivery_error = live.end(py, restored).err();
+                delivery_error = live.deliver_rest(py, restored).err();
                 delivery_error = delivery_error.or_else(|| forward_error(fd, live.channel(), &self.plan));
             }
         } else if let (Some(channel), false) = (&active.tee, inherited) {

@@ -50,5 +50,5 @@ pub fn tee_original(channel: &Channel, tee: bool, original: Option<&OwnedFd>) ->
 /// A tee block (or a piped capture) has ended: forward what the pipe holds, and stop serving it
 /// once it is drained. Returns what a piped capture's pipe still held.
 pub fn end(py: Python<'_>, channel: &Arc<Channel>, late: Option<OwnedFd>) -> Vec<u8> {
-    py.detach(|| reader::end(channel, late))
+    py.detach(|| reader::finish_block(channel, late).bytes)
 }
