@@ -12,6 +12,7 @@ import json
 import os
 import platform
 import statistics
+import subprocess
 import sys
 import tempfile
 import threading
@@ -370,6 +371,32 @@ def print_heavy(competitor: str) -> dict[str, Any]:
     return {"s": time.perf_counter() - start}
 
 
+# --- case 8: import time -----------------------------------------------------------------------
+
+IMPORTS = 41
+
+
+def import_time(competitor: str) -> dict[str, Any]:
+    """``import <module>`` timed inside fresh interpreters, so only the import counts: the median
+    and the fastest wall time, and the median CPU time (less sensitive to a loaded machine)."""
+    module = {"fdredirect": "fdredirect", "wurlitzer": "wurlitzer", "os (already loaded at startup)": "os"}[competitor]
+    code = (
+        "import time; t = time.perf_counter(); c = time.process_time(); "
+        f"import {module}; print(time.perf_counter() - t, time.process_time() - c)"
+    )
+    # With bytecode cached, as an installed wheel has it (pip compiles at install; an editable
+    # install compiles at the first import, here the untimed warm-up).
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+    subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, check=True)
+    walls, cpus = [], []
+    for _ in range(IMPORTS):
+        done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+        wall, cpu = done.stdout.split()
+        walls.append(float(wall) * 1e3)
+        cpus.append(float(cpu) * 1e3)
+    return {"ms": statistics.median(walls), "min_ms": min(walls), "cpu_ms": statistics.median(cpus)}
+
+
 CASES: dict[str, Callable[[str], dict[str, Any]]] = {
     "empty_block": empty_block,
     "bulk_capture": bulk_capture,
@@ -380,6 +407,7 @@ CASES: dict[str, Callable[[str], dict[str, Any]]] = {
     "tee": tee,
     "live": live,
     "print_heavy": print_heavy,
+    "import_time": import_time,
 }
 
 if __name__ == "__main__":

@@ -3,18 +3,20 @@ names, defaults, argument checking and documentation live here."""
 
 from __future__ import annotations
 
-import functools
-import inspect
-import logging
-from typing import TYPE_CHECKING, Any, Callable, TypeVar, cast
-
 from . import _native
 from ._targets import check_codec, classify
 
+# ``import fdredirect`` stays cheap (issue 14): typing, functools, inspect and logging are not
+# imported here (mypy treats any name TYPE_CHECKING as true).
+TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from typing import Any, Callable, TypeVar
+
     from typing_extensions import Self
 
-_F = TypeVar("_F", bound=Callable[..., Any])
+    _F = TypeVar("_F", bound=Callable[..., Any])
+
+_INFO, _WARNING = 20, 30  # logging.INFO, logging.WARNING
 
 
 class _RedirectFd(_native.Redirect):
@@ -40,7 +42,7 @@ class _RedirectFd(_native.Redirect):
         if not isinstance(tee, bool):
             raise TypeError(f"tee must be a bool, not {type(tee).__name__}")
         if level is None:
-            level = logging.INFO if cls._FD == 1 else logging.WARNING
+            level = _INFO if cls._FD == 1 else _WARNING
         elif isinstance(level, bool) or not isinstance(level, int):
             raise TypeError(f"level must be an int (a logging level), not {type(level).__name__}")
         return super().__new__(
@@ -49,6 +51,9 @@ class _RedirectFd(_native.Redirect):
 
     def __call__(self, func: _F) -> _F:
         """Use as a decorator: every call of ``func`` runs inside the redirect."""
+        import functools  # here, not at the top: only decorators need them
+        import inspect
+
         if inspect.iscoroutinefunction(func):
 
             @functools.wraps(func)
@@ -56,14 +61,14 @@ class _RedirectFd(_native.Redirect):
                 async with self:
                     return await func(*args, **kwargs)
 
-            return cast(_F, run_async)
+            return run_async  # type: ignore[return-value]
 
         @functools.wraps(func)
         def run(*args: Any, **kwargs: Any) -> Any:
             with self:
                 return func(*args, **kwargs)
 
-        return cast(_F, run)
+        return run  # type: ignore[return-value]
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.target!r})"
