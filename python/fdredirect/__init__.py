@@ -14,7 +14,6 @@ from ._both import redirect_fds
 from ._native import Captured, __version__, flush_all
 from ._redirect import redirect_stderr_fd, redirect_stdout_fd
 from ._targets import DEVNULL, STDOUT
-from .ipython import load_ipython_extension, unload_ipython_extension
 
 __all__ = [
     "DEVNULL",
@@ -28,6 +27,21 @@ __all__ = [
     "redirect_stdout_fd",
     "unload_ipython_extension",
 ]
+
+
+def load_ipython_extension(shell: object) -> None:
+    """``%load_ext fdredirect``: see :mod:`fdredirect.ipython` (imported only now, issue 14)."""
+    from . import ipython
+
+    ipython.load_ipython_extension(shell)
+
+
+def unload_ipython_extension(shell: object) -> None:
+    """``%unload_ext fdredirect``: see :mod:`fdredirect.ipython`."""
+    from . import ipython
+
+    ipython.unload_ipython_extension(shell)
+
 
 # Python's own buffers are copied into a forked child too: flush them first, or their bytes
 # are written twice. (libc's and the C++/Fortran buffers are flushed by the native fork handler.)

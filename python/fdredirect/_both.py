@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
-import logging
-from typing import TYPE_CHECKING, Any, Callable, TypeVar
-
 from . import _native
 from ._redirect import decorate, redirect_stderr_fd, redirect_stdout_fd
-from ._targets import STDOUT, refuse_logging_loop
+from ._targets import STDOUT, is_logger, refuse_logging_loop
 
+# ``import fdredirect`` stays cheap (issue 14): typing and logging are not imported here (mypy
+# treats any name TYPE_CHECKING as true).
+TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from typing import Any, Callable, TypeVar
+
     from typing_extensions import Self
 
-_F = TypeVar("_F", bound=Callable[..., Any])
+    _F = TypeVar("_F", bound=Callable[..., Any])
 
 
 def _is_stdout(target: object) -> bool:
@@ -69,7 +71,7 @@ class redirect_fds(_native.Redirects):  # noqa: N801 - named like redirect_stdou
         # Merged, fd 2 shares fd 1's pipe: copying it again to the original stderr would
         # duplicate it, and out of order.
         err = redirect_stderr_fd(stderr, encoding=encoding, errors=errors, tee=tee and not merged, level=level)
-        if merged and isinstance(stdout, logging.Logger):
+        if merged and is_logger(stdout):
             # Checked again at enter (natively), but then fd 1 would already be switched.
             refuse_logging_loop(stdout, "stderr")
         return super().__new__(cls, out, err, merged)

@@ -3,22 +3,27 @@ names, defaults, argument checking and documentation live here."""
 
 from __future__ import annotations
 
-import functools
-import inspect
-import logging
-from typing import TYPE_CHECKING, Any, Callable, TypeVar, cast
-
 from . import _native
 from ._targets import check_codec, classify
 
+# ``import fdredirect`` stays cheap (issue 14): typing, functools, inspect and logging are not
+# imported here (mypy treats any name TYPE_CHECKING as true).
+TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from typing import Any, Callable, TypeVar
+
     from typing_extensions import Self
 
-_F = TypeVar("_F", bound=Callable[..., Any])
+    _F = TypeVar("_F", bound=Callable[..., Any])
+
+_INFO, _WARNING = 20, 30  # logging.INFO, logging.WARNING
 
 
 def decorate(manager: Any, func: _F) -> _F:
     """``func`` run inside ``manager`` at every call (``async with`` for ``async def`` functions)."""
+    import functools  # here, not at the top: only decorators need them
+    import inspect
+
     if inspect.iscoroutinefunction(func):
 
         @functools.wraps(func)
@@ -26,14 +31,14 @@ def decorate(manager: Any, func: _F) -> _F:
             async with manager:
                 return await func(*args, **kwargs)
 
-        return cast(_F, run_async)
+        return run_async  # type: ignore[return-value]
 
     @functools.wraps(func)
     def run(*args: Any, **kwargs: Any) -> Any:
         with manager:
             return func(*args, **kwargs)
 
-    return cast(_F, run)
+    return run  # type: ignore[return-value]
 
 
 class _RedirectFd(_native.Redirect):
@@ -59,7 +64,7 @@ class _RedirectFd(_native.Redirect):
         if not isinstance(tee, bool):
             raise TypeError(f"tee must be a bool, not {type(tee).__name__}")
         if level is None:
-            level = logging.INFO if cls._FD == 1 else logging.WARNING
+            level = _INFO if cls._FD == 1 else _WARNING
         elif isinstance(level, bool) or not isinstance(level, int):
             raise TypeError(f"level must be an int (a logging level), not {type(level).__name__}")
         plan = (kind, level if kind == "logger" else arg)

@@ -9,23 +9,26 @@ from __future__ import annotations
 
 import codecs
 import io
-import logging
 import os
-import re
-import subprocess
 import sys
-from typing import Any, Literal
 
-DEVNULL: int = subprocess.DEVNULL
+# ``import fdredirect`` stays cheap (issue 14): logging, re and subprocess are not imported here.
+# mypy treats any name TYPE_CHECKING as true; importing typing for it costs milliseconds.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    import logging
+    from typing import Any, Literal, TypeGuard
+
+    Kind = Literal[
+        "capture", "fd", "path", "file", "devnull", "stdout", "text_stream", "bytes_stream", "callable", "logger"
+    ]
+    """How the native side sends output to a target (see ``classify``)."""
+
+DEVNULL: int = -3
 """Discard the stream (equal to ``subprocess.DEVNULL``)."""
 
-STDOUT: int = subprocess.STDOUT
+STDOUT: int = -2
 """For stderr only: share whatever fd 1 points at, like the shell's ``2>&1``."""
-
-Kind = Literal[
-    "capture", "fd", "path", "file", "devnull", "stdout", "text_stream", "bytes_stream", "callable", "logger"
-]
-"""How the native side sends output to a target (see ``classify``)."""
 
 ACCEPTED = (
     "None (capture), DEVNULL, STDOUT (stderr only), an fd (int), a path (str, bytes or os.PathLike), "
@@ -76,7 +79,7 @@ def classify(target: object, stream: str) -> tuple[Kind, Any]:
         if file.closed:
             raise ValueError(f"target file {target!r} is closed")
         return "file", None
-    if isinstance(target, logging.Logger):
+    if is_logger(target):
         refuse_logging_loop(target, stream)
         return "logger", None
     if hasattr(target, "write"):
@@ -84,6 +87,12 @@ def classify(target: object, stream: str) -> tuple[Kind, Any]:
     if callable(target):
         return "callable", None
     raise TypeError(f"target must be {ACCEPTED}, not {type(target).__name__}")
+
+
+def is_logger(target: object) -> TypeGuard[logging.Logger]:
+    """Whether ``target`` is a ``logging.Logger``; without logging imported, nothing can be one."""
+    logging = sys.modules.get("logging")
+    return logging is not None and isinstance(target, logging.Logger)
 
 
 def _is_binary(stream: object) -> bool:
@@ -116,6 +125,8 @@ def _opens_fd(path: str, fd: int) -> bool:
     same file as the fd (``2>>app.log`` and a handler on ``app.log``) is opened on its own and its
     writes do not pass through the fd, so it is not a loop (``os.path.samestat`` would refuse it).
     """
+    import re  # here, not at the top: only a FileHandler's path needs it
+
     fd_dir = re.compile(rf"/proc/{os.getpid()}(/task/\d+)?/fd")
     for _ in range(40):  # as many symlink hops as the kernel follows
         parent, name = os.path.split(os.path.abspath(path))
@@ -147,6 +158,8 @@ def refuse_logging_loop(logger: logging.Logger, stream: str) -> None:
     next record (``delay=True``, or closed) is refused when its path opens the fd itself
     (``/dev/stderr`` and the like): it would open the block's pipe.
     """
+    import logging  # here, not at the top: loaded already, the target is a Logger
+
     fd = 1 if stream == "stdout" else 2
     found = False
     current: logging.Logger | None = logger

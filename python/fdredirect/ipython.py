@@ -92,7 +92,7 @@ class _Synced:
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         extension = _CURRENT
         if extension is not None:
-            extension.sync(self.fd)
+            extension.syncs[self.fd]()  # the block's own method: this runs before every write
         return self.call(*args, **kwargs)
 
 
@@ -166,6 +166,7 @@ class _Extension:
             1: _KernelStdout(_Forward(1, sys.stdout)),
             2: _KernelStderr(_Forward(2, sys.stderr)),
         }
+        self.syncs = {fd: block.sync for fd, block in self.blocks.items()}
         self.entered: list[_KernelStdout | _KernelStderr] = []
         self.flushes: list[tuple[object, _Synced]] = []
         self.capture_hooks: _CaptureHooks | None = None
@@ -206,12 +207,9 @@ class _Extension:
         if error is not None:
             raise error
 
-    def sync(self, fd: int) -> None:
-        self.blocks[fd].sync()
-
     def sync_all(self) -> None:
-        self.sync(1)
-        self.sync(2)
+        self.syncs[1]()
+        self.syncs[2]()
 
     def wrap_writes(self) -> None:
         # IPython's ``_tee`` wraps ``write`` for each cell (re-entrant cells too) and puts the
