@@ -8,8 +8,8 @@ import sys
 import pytest
 
 import fdredirect
-from conftest import Child, run_ok
 from fdredirect.testing import c_printf, c_write
+from helpers import Child, run_ok
 
 PRELUDE = """
 import os, sys, subprocess

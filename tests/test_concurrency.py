@@ -10,9 +10,9 @@ from collections import Counter
 
 import pytest
 
-from conftest import run_ok
 from fdredirect import redirect_stdout_fd
 from fdredirect.testing import c_emit
+from helpers import run_ok
 
 PATTERN = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz.\n"
 

@@ -12,9 +12,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from conftest import open_fds, run_ok
 from fdredirect import DEVNULL, redirect_stdout_fd
 from fdredirect.testing import c_write
+from helpers import open_fds, run_ok
 
 
 @pytest.mark.skipif(

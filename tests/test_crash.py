@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import run_child
+from helpers import run_child
 
 CRASHES = {
     "SIGSEGV": ("ctypes.string_at(0)", signal.SIGSEGV),

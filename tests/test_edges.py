@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import run_child, run_ok
+from helpers import run_child, run_ok
 
 # Runs the block given as BODY (indented code using `target`), then reports what the exit raised,
 # whether fd 1 and sys.stdout came back, and whether an fd leaked. Output written after the block

@@ -3,7 +3,7 @@ parent's blocks stay exact."""
 
 from __future__ import annotations
 
-from conftest import run_ok
+from helpers import run_ok
 
 STRESS = r"""
 import io, os, signal, sys, threading, time, warnings

@@ -14,9 +14,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from conftest import open_fds, run_ok
 from fdredirect import STDOUT, redirect_stderr_fd, redirect_stdout_fd
 from fdredirect.testing import c_emit, c_printf, c_write, pattern
+from helpers import open_fds, run_ok
 
 MIB = 1 << 20
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from conftest import run_ok
+from helpers import run_ok
 
 PIECE = 1 << 20
 

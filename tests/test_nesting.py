@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from conftest import run_ok
 from fdredirect import DEVNULL, STDOUT, redirect_stderr_fd, redirect_stdout_fd
 from fdredirect.testing import c_printf, c_write
+from helpers import run_ok
 
 
 def test_nested_mix_of_targets_restores_each_level(tmp_path: Path, unbuffered: bool) -> None:

@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from conftest import run_ok
+from helpers import run_ok
 
 
 def test_fork_inside_block(unbuffered: bool) -> None:

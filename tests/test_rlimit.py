@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import pytest
 
-from conftest import run_ok
 from fdredirect.testing import pattern
+from helpers import run_ok
 
 LIMITED = """
 import resource, signal, sys

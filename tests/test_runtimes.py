@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from conftest import Emitters, run_ok
+from helpers import Emitters, run_ok
 
 CODE = """
 import ctypes, sys

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import run_child
+from helpers import run_child
 from stress_child import KINDS, Case, marker, whole_lines
 
 TESTS = Path(__file__).parent

@@ -7,8 +7,8 @@ import sys
 
 import pytest
 
-from conftest import run_ok
 from fdredirect import redirect_stderr_fd, redirect_stdout_fd
+from helpers import run_ok
 
 
 def test_sys_stdout_is_restored_after_the_outermost_block() -> None:
