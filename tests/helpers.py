@@ -62,10 +62,17 @@ def _run(
 
 
 def run_child(
-    code: str, *, unbuffered: bool = True, env: dict[str, str] | None = None, timeout: float = 120, **kwargs: object
+    code: str,
+    *,
+    unbuffered: bool = True,
+    env: dict[str, str] | None = None,
+    timeout: float = 120,
+    argv: Sequence[str] = (),
+    **kwargs: object,
 ) -> Child:
-    """Run ``code`` in a fresh interpreter with stdout and stderr on pipes; return what reached them."""
-    return _run(["-c", textwrap.dedent(code)], unbuffered, env, timeout, kwargs)
+    """Run ``code`` (with ``argv`` as its ``sys.argv[1:]``) in a fresh interpreter with stdout and
+    stderr on pipes; return what reached them."""
+    return _run(["-c", textwrap.dedent(code), *argv], unbuffered, env, timeout, kwargs)
 
 
 def run_ok(code: str, **kwargs: object) -> Child:
