@@ -8,7 +8,7 @@ import sys
 import pytest
 
 from fdredirect import redirect_stderr_fd, redirect_stdout_fd
-from helpers import run_ok
+from helpers import run_file_ok, run_ok
 
 
 def test_sys_stdout_is_restored_after_the_outermost_block() -> None:
@@ -84,39 +84,7 @@ def test_an_interrupt_raised_by_a_python_stream_flush_is_never_lost(target: str,
     # An interrupt is raised after the switch is complete (at enter: nothing was switched; at exit:
     # everything is restored and the capture finished). An ordinary exception of a broken stream
     # is ignored: the redirect itself works, and the stream's next write reports the fault.
-    child = run_ok(
-        f"""
-import io, os, sys
-from fdredirect import redirect_stdout_fd
-from fdredirect.testing import c_write
-
-class Stream:
-    armed = False
-    def write(self, text):
-        return len(text)
-    def flush(self):
-        if self.armed:
-            self.armed = False
-            raise {raised}("from flush")
-
-with redirect_stdout_fd({target}):  # the reader threads, if any, exist before counting
-    pass
-original, fds = sys.stdout, sorted(os.listdir("/proc/self/fd"))
-sys.stderr = stream = Stream()
-stream.armed = {when == "enter"}
-raised = out = None
-try:
-    with redirect_stdout_fd({target}) as out:
-        c_write(1, "inside\\n")
-        stream.armed = {when == "exit"}
-except BaseException as e:
-    raised = repr(e)
-c_write(1, "after\\n")
-state = (sys.stdout is original, sorted(os.listdir("/proc/self/fd")) == fds)
-sys.__stderr__.write(repr((raised, state, out and out.getvalue())) + "\\n")
-""",
-        timeout=30,
-    )
+    child = run_file_ok("flush_interrupt.py", target, when, raised, timeout=30)
     assert child.out == b"after\n"
     if raised == "ValueError":
         expected: tuple[object, ...] = (None, (True, True), "inside\n")
