@@ -103,6 +103,7 @@ def test_python_writes_to_sys_dunder_stdout_keep_their_place_among_native_output
 import sys
 from fdredirect import redirect_stdout_fd
 from fdredirect.testing import c_printf, c_write
+from childlib import report
 stream = sys.__stdout__
 before = (stream.line_buffering, stream.write_through)
 with redirect_stdout_fd() as out:
@@ -115,7 +116,7 @@ with redirect_stdout_fd() as out:
     c_write(1, "c 3\\n")
 after = (stream.line_buffering, stream.write_through)
 print("done")
-sys.stderr.write(repr((out.getvalue(), inner.getvalue(), before == after)) + "\\n")
+report((out.getvalue(), inner.getvalue(), before == after))
 """,
         unbuffered=unbuffered,
         timeout=30,
@@ -129,9 +130,10 @@ def test_a_line_buffering_chosen_inside_the_block_is_kept() -> None:
         """
 import sys
 from fdredirect import redirect_stdout_fd
+from childlib import report
 with redirect_stdout_fd():
     sys.__stdout__.reconfigure(line_buffering=False, write_through=True)
-sys.stderr.write(repr((sys.__stdout__.line_buffering, sys.__stdout__.write_through)) + "\\n")
+report((sys.__stdout__.line_buffering, sys.__stdout__.write_through))
 """,
         unbuffered=False,
         timeout=30,
