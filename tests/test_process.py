@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from helpers import last_report, run_ok
+from helpers import last_report, run_file_ok, run_ok
 
 
 def test_fork_inside_block(unbuffered: bool) -> None:
@@ -148,48 +148,7 @@ def test_c_stdout_first_used_inside_a_block_stays_line_buffered_on_a_terminal() 
 
 @pytest.mark.slow
 def test_one_gib_from_c_holding_the_gil_with_bounded_memory() -> None:
-    child = run_ok(
-        """
-import os, sys, threading, time
-from fdredirect import redirect_stdout_fd
-from fdredirect.testing import c_emit, pattern
-from childlib import report
-
-def rss_plus_memfds():
-    rss = int(open("/proc/self/statm").read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-    shmem = 0
-    for line in open("/proc/self/status"):
-        if line.startswith("RssShmem:"):
-            shmem = int(line.split()[1]) * 1024   # memfd pages mapped by us: already in RSS
-    memfiles = 0
-    for fd in os.listdir("/proc/self/fd"):
-        try:
-            if "fdredirect-capture" in os.readlink(f"/proc/self/fd/{fd}"):
-                memfiles = max(memfiles, os.fstat(int(fd)).st_blocks * 512)
-        except OSError:
-            pass
-    return rss - shmem + memfiles
-
-peak = 0
-stop = False
-def sample():
-    global peak
-    while not stop:
-        peak = max(peak, rss_plus_memfds())
-        time.sleep(0.005)
-base = rss_plus_memfds()
-size = 1 << 30
-sampler = threading.Thread(target=sample); sampler.start()
-with redirect_stdout_fd(encoding=None) as out:
-    c_emit(1, size, hold_gil=True)
-data = out.getbytes()
-stop = True; sampler.join()
-peak = max(peak, rss_plus_memfds())
-ok = len(data) == size and data[:4096] == pattern(4096) and data[-64:] == pattern(size)[-64:]
-report((ok, (peak - base) / size))
-""",
-        timeout=300,
-    )
+    child = run_file_ok("one_gib_capture.py", timeout=300)
     ok, ratio = eval(child.err.strip())
     assert ok
     assert ratio < 1.3, ratio
