@@ -1,11 +1,13 @@
 """Parent-side helpers: run code in a fresh child interpreter (fd behaviour is tested in processes
-whose real output we inspect), read back what the child reported, count this process's open fds.
+whose real output we inspect), read back what the child reported, count this process's open fds,
+and a logger that only collects its records (a live target).
 
 Children find the modules in this directory (``childlib``, ``stress_child``) on their PYTHONPATH."""
 
 from __future__ import annotations
 
 import ast
+import logging
 import os
 import subprocess
 import sys
@@ -109,3 +111,24 @@ def last_report(child: Child) -> Any:
 
 def open_fds() -> int:
     return len(os.listdir("/proc/self/fd"))
+
+
+class Lines(logging.Handler):
+    """Collects records without writing anywhere."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+def quiet_logger(name: str) -> tuple[logging.Logger, Lines]:
+    """The logger ``name``, reset to send every record to a ``Lines`` handler only."""
+    logger = logging.getLogger(name)
+    logger.propagate = False
+    logger.setLevel(logging.DEBUG)
+    handler = Lines()
+    logger.handlers[:] = [handler]
+    return logger, handler
