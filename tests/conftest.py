@@ -1,17 +1,19 @@
-"""Shared helpers: a child-interpreter runner (fd behaviour is tested in fresh processes whose
-real output we inspect), an open-fd counter, and the C++/Fortran emitters built at test time."""
+"""Fixtures: PYTHONUNBUFFERED both ways, and the C++/Fortran emitters built at test time. The
+helpers to run a child interpreter live in ``helpers``; they are re-exported here for test files
+that still import them from ``conftest``."""
 
 from __future__ import annotations
 
 import os
 import shutil
 import subprocess
-import sys
-import textwrap
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+
+from helpers import Child, Emitters, open_fds, run_child, run_ok
+
+__all__ = ["Child", "Emitters", "open_fds", "run_child", "run_ok"]
 
 pytest_plugins = ["pytester"]
 
@@ -19,54 +21,10 @@ pytest_plugins = ["pytester"]
 ON_CI = os.environ.get("CI") == "true"
 
 
-@dataclass
-class Child:
-    returncode: int
-    out: bytes
-    err: bytes
-
-
-def run_child(
-    code: str, *, unbuffered: bool = True, env: dict[str, str] | None = None, timeout: float = 120, **kwargs: object
-) -> Child:
-    """Run ``code`` in a fresh interpreter with stdout and stderr on pipes; return what reached them."""
-    child_env = dict(os.environ)
-    child_env.pop("PYTHONUNBUFFERED", None)
-    if unbuffered:
-        child_env["PYTHONUNBUFFERED"] = "1"
-    child_env.update(env or {})
-    done = subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(code)],
-        capture_output=True,
-        env=child_env,
-        timeout=timeout,
-        check=False,
-        **kwargs,  # type: ignore[call-overload]
-    )
-    return Child(done.returncode, done.stdout, done.stderr)
-
-
-def run_ok(code: str, **kwargs: object) -> Child:
-    """``run_child`` that fails the test (showing the child's stderr) unless the child exits 0."""
-    child = run_child(code, **kwargs)  # type: ignore[arg-type]
-    assert child.returncode == 0, child.err.decode(errors="replace")
-    return child
-
-
 @pytest.fixture(params=[True, False], ids=["PYTHONUNBUFFERED=1", "PYTHONUNBUFFERED-unset"])
 def unbuffered(request: pytest.FixtureRequest) -> bool:
     """Both ways: PYTHONUNBUFFERED=1 makes libc's stdout unbuffered and hides missing flushes."""
     return bool(request.param)
-
-
-def open_fds() -> int:
-    return len(os.listdir("/proc/self/fd"))
-
-
-@dataclass
-class Emitters:
-    cxx: Path
-    fortran: Path
 
 
 def _build(compiler: str, source: Path, target: Path, *flags: str) -> None:

@@ -8,26 +8,20 @@ import sys
 import pytest
 
 import fdredirect
-from conftest import Child, run_ok
 from fdredirect.testing import c_printf, c_write
+from helpers import Child, last_report, run_ok
 
 PRELUDE = """
 import os, sys, subprocess
 from fdredirect import redirect_stdout_fd, redirect_stderr_fd, STDOUT, DEVNULL
 from fdredirect.testing import c_printf, c_fprintf_stderr, c_write, c_emit, pattern
-def show(captured):
-    sys.__stderr__.write("CAPTURED=" + repr(captured.getbytes()) + "\\n")
+from childlib import report
 """
 
 
 def run_script(body: str, **kwargs: object) -> Child:
-    """``run_ok`` of ``body`` after PRELUDE (imports and ``show``)."""
+    """``run_ok`` of ``body`` after PRELUDE (the imports)."""
     return run_ok(PRELUDE + body, **kwargs)
-
-
-def captured_of(child_err: bytes) -> bytes:
-    line = next(x for x in child_err.splitlines() if x.startswith(b"CAPTURED="))
-    return eval(line[len(b"CAPTURED=") :])
 
 
 def test_every_writer_is_captured_and_nothing_else(unbuffered: bool) -> None:
@@ -42,11 +36,11 @@ with redirect_stdout_fd() as out:
     os.system("echo child inside")
     subprocess.run(["echo", "subprocess inside"], check=True)
 print("py after"); c_printf("c after\\n")
-show(out)
+report(out.getbytes())
 """,
         unbuffered=unbuffered,
     )
-    got = captured_of(child.err)
+    got = last_report(child)
     for line in [b"py inside", b"c unflushed inside", b"c flushed inside", b"raw inside", b"child inside"]:
         assert line + b"\n" in got
     assert b"subprocess inside\n" in got
@@ -63,12 +57,12 @@ with redirect_stdout_fd() as out:
         print(f"py {i}")
         c_printf(f"c {i}\\n", flush=True)
         c_write(1, f"w {i}\\n")
-show(out)
+report(out.getbytes())
 """,
         unbuffered=unbuffered,
     )
     expected = b"".join(b"py %d\nc %d\nw %d\n" % (i, i, i) for i in range(200))
-    assert captured_of(child.err) == expected
+    assert last_report(child) == expected
     assert child.out == b""
 
 
@@ -79,11 +73,11 @@ with redirect_stdout_fd() as out:
     c_printf("one\\n")
     c_write(1, "two\\n")
     c_printf("three")
-show(out)
+report(out.getbytes())
 """,
         unbuffered=unbuffered,
     )
-    got = captured_of(child.err)
+    got = last_report(child)
     # With unbuffered stdio the printf bytes arrive at once; fully buffered, at the block's end.
     assert got in (b"one\ntwo\nthree", b"two\none\nthree")
     assert got == (b"one\ntwo\nthree" if unbuffered else b"two\none\nthree")
@@ -98,7 +92,7 @@ with redirect_stdout_fd() as out:
     inside = out.getvalue()
     c_write(1, "more\\n")
 sys.__stderr__.write("INSIDE=" + repr(inside) + "\\n")
-show(out)
+report(out.getbytes())
 """,
         unbuffered=unbuffered,
     )
@@ -107,7 +101,7 @@ show(out)
     # when stdio is fully buffered.
     first, second = (b"unflushed", b"py") if unbuffered else (b"py", b"unflushed")
     assert inside == b"INSIDE='%s\\n%s\\n'" % (first, second)
-    assert captured_of(child.err) == b"%s\n%s\nmore\n" % (first, second)
+    assert last_report(child) == b"%s\n%s\nmore\n" % (first, second)
 
 
 def test_stderr_capture_and_stdout_untouched(unbuffered: bool) -> None:
@@ -118,11 +112,11 @@ with redirect_stderr_fd() as err:
     print("py err", file=sys.stderr)
     c_fprintf_stderr("c err\\n")
     c_write(2, "raw err\\n")
-show(err)
+report(err.getbytes())
 """,
         unbuffered=unbuffered,
     )
-    assert captured_of(child.err) == b"py err\nc err\nraw err\n"
+    assert last_report(child) == b"py err\nc err\nraw err\n"
     assert child.out == b"to stdout\n"
 
 
@@ -136,12 +130,12 @@ with redirect_stdout_fd() as out, redirect_stderr_fd(STDOUT):
         c_fprintf_stderr(f"ce{i}\\n")
         c_printf(f"co{i}\\n", flush=True)
 c_fprintf_stderr("after\\n")
-show(out)
+report(out.getbytes())
 """,
         unbuffered=unbuffered,
     )
     expected = b"".join(b"o%d\ne%d\nce%d\nco%d\n" % (i, i, i, i) for i in range(100))
-    assert captured_of(child.err) == expected
+    assert last_report(child) == expected
     assert child.err.startswith(b"after\n")
 
 
@@ -155,11 +149,11 @@ try:
 except KeyError:
     pass
 print("after")
-show(out)
+report(out.getbytes())
 """,
         unbuffered=unbuffered,
     )
-    assert captured_of(child.err) == b"before the error\n"
+    assert last_report(child) == b"before the error\n"
     assert child.out == b"after\n"
 
 
@@ -175,11 +169,11 @@ try:
 except KeyboardInterrupt:
     pass
 print("after")
-show(out)
+report(out.getbytes())
 """,
         unbuffered=unbuffered,
     )
-    assert captured_of(child.err) == b"inside\n"
+    assert last_report(child) == b"inside\n"
     assert child.out == b"after\n"
 
 
@@ -220,10 +214,10 @@ with redirect_stdout_fd() as out:
 print("back in the StringIO")
 assert sys.stdout is replacement
 sys.__stderr__.write("REPLACEMENT=" + repr(replacement.getvalue()) + "\\n")
-show(out)
+report(out.getbytes())
 """
     )
-    assert captured_of(child.err) == b"into the block\nc\n"
+    assert last_report(child) == b"into the block\nc\n"
     assert b"REPLACEMENT='back in the StringIO\\n'" in child.err
 
 

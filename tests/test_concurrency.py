@@ -10,9 +10,9 @@ from collections import Counter
 
 import pytest
 
-from conftest import run_ok
 from fdredirect import redirect_stdout_fd
 from fdredirect.testing import c_emit
+from helpers import run_file_ok, run_ok
 
 PATTERN = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz.\n"
 
@@ -51,13 +51,13 @@ def test_background_line_writers_keep_every_line_whole() -> None:
 def test_a_tee_block_inside_a_tee_block_with_more_than_a_pipe_holds(unbuffered: bool) -> None:
     child = run_ok(
         """
-import sys
 from fdredirect import redirect_stdout_fd
+from childlib import report
 with redirect_stdout_fd(tee=True) as outer:
     with redirect_stdout_fd(tee=True) as inner:
         print("x" * 200_000)
     print("after inner")
-sys.__stderr__.write(repr((len(inner.getvalue()), len(outer.getvalue()))) + "\\n")
+report((len(inner.getvalue()), len(outer.getvalue())))
 """,
         unbuffered=unbuffered,
         timeout=30,
@@ -72,6 +72,7 @@ def test_live_and_tee_blocks_inside_a_live_block_with_a_writer_holding_the_gil(u
 import io, sys
 from fdredirect import redirect_stdout_fd
 from fdredirect.testing import c_emit
+from childlib import report
 outer, inner, teed = io.StringIO(), io.StringIO(), io.StringIO()
 with redirect_stdout_fd(outer):
     with redirect_stdout_fd(inner):
@@ -80,14 +81,14 @@ with redirect_stdout_fd(outer):
         c_emit(1, 1 << 20, hold_gil=True)
     with redirect_stdout_fd(tee=True) as captured:
         c_emit(1, 1 << 20, hold_gil=True)
-sys.__stderr__.write(repr([len(s) for s in (outer.getvalue(), inner.getvalue(), teed.getvalue(), captured.getvalue())]))
+report([len(s) for s in (outer.getvalue(), inner.getvalue(), teed.getvalue(), captured.getvalue())])
 """,
         unbuffered=unbuffered,
         timeout=60,
     )
     assert child.out == b""
     # The outer target got the two tee copies; the inner targets each got their own.
-    assert child.err == repr([2 << 20, 1 << 20, 1 << 20, 1 << 20]).encode()
+    assert child.err == repr([2 << 20, 1 << 20, 1 << 20, 1 << 20]).encode() + b"\n"
 
 
 def test_late_output_of_a_child_reaches_the_enclosing_live_block_while_the_gil_is_held() -> None:
@@ -96,6 +97,7 @@ def test_late_output_of_a_child_reaches_the_enclosing_live_block_while_the_gil_i
 import io, subprocess, sys
 from fdredirect import redirect_stdout_fd
 from fdredirect.testing import c_emit
+from childlib import report
 outer, inner = io.StringIO(), io.StringIO()
 with redirect_stdout_fd(outer):
     with redirect_stdout_fd(inner):
@@ -105,12 +107,12 @@ with redirect_stdout_fd(outer):
     c_emit(1, 2 << 20, hold_gil=True)
     late.wait()
 text = outer.getvalue()
-sys.__stderr__.write(repr((inner.getvalue().count("#") + text.count("#"), len(text) - text.count("#"))))
+report((inner.getvalue().count("#") + text.count("#"), len(text) - text.count("#")))
 """,
         timeout=60,
     )
     assert child.out == b""
-    assert child.err == repr((4_000_000, 2 << 20)).encode()
+    assert child.err == repr((4_000_000, 2 << 20)).encode() + b"\n"
 
 
 @pytest.mark.parametrize("tee", [False, True])
@@ -118,32 +120,7 @@ def test_live_blocks_of_many_threads_with_gil_holding_floods_keep_every_byte(tee
     # Blocks overlap across threads and end out of order. Without tee each byte ends up in exactly
     # one place: some block's target, or the real stdout. With tee (every 4th block), a byte also
     # reaches the destination in force when its block began: possibly another block's target.
-    child = run_ok(
-        f"""
-import io, sys, threading, time
-from fdredirect import redirect_stdout_fd
-from fdredirect.testing import c_emit, c_write
-targets, lock = [], threading.Lock()
-written = [0] * 4
-def work(k):
-    for i in range(40):
-        stream = io.StringIO()
-        with lock:
-            targets.append(stream)
-        with redirect_stdout_fd(stream, tee={tee} and i % 4 == 3):
-            written[k] += c_write(1, f"line {{k}} {{i}}\\n", hold_gil=i % 2 == 0)
-            if i % 3 == 0:
-                time.sleep(0.0005)
-            written[k] += c_emit(1, 100_000, hold_gil=i % 2 == 1)
-threads = [threading.Thread(target=work, args=(k,)) for k in range(4)]
-for t in threads:
-    t.start()
-for t in threads:
-    t.join()
-sys.__stderr__.write(repr((sum(written), sum(len(s.getvalue()) for s in targets))))
-""",
-        timeout=90,
-    )
+    child = run_file_ok("threads_of_live_blocks.py", tee, timeout=90)
     total, delivered = eval(child.err)
     if tee:
         assert delivered + len(child.out) >= total
@@ -157,6 +134,7 @@ def test_a_tee_copy_that_cannot_be_written_is_reported_at_exit() -> None:
 import io, os, sys
 from fdredirect import redirect_stdout_fd
 from fdredirect.testing import c_write
+from childlib import report
 full = os.open("/dev/full", os.O_WRONLY)
 os.dup2(full, 1)
 for target in (None, io.StringIO()):
@@ -165,7 +143,7 @@ for target in (None, io.StringIO()):
             c_write(1, "kept\\n", hold_gil=False)
     except OSError as exc:
         value = got.getvalue()
-        sys.__stderr__.write(repr((type(exc).__name__, exc.errno, exc.strerror, value)) + "\\n")
+        report((type(exc).__name__, exc.errno, exc.strerror, value))
     else:
         sys.__stderr__.write("no error\\n")
 assert os.path.samestat(os.fstat(1), os.fstat(full))
@@ -184,12 +162,13 @@ import sys
 from contextlib import ExitStack
 from fdredirect import redirect_stdout_fd
 from fdredirect.testing import c_emit
+from childlib import report
 with ExitStack() as stack:
     captures = [stack.enter_context(redirect_stdout_fd(tee=True, encoding=None)) for _ in range(6)]
     c_emit(1, 1 << 20, hold_gil=True)
-sys.__stderr__.write(repr({len(c.getbytes()) for c in captures}))
+report({len(c.getbytes()) for c in captures})
 """,
         timeout=60,
     )
     assert child.out == (PATTERN * ((1 << 20) // 64))
-    assert child.err == repr({1 << 20}).encode()
+    assert child.err == repr({1 << 20}).encode() + b"\n"

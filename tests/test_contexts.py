@@ -12,9 +12,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from conftest import open_fds, run_ok
 from fdredirect import DEVNULL, redirect_stdout_fd
 from fdredirect.testing import c_write
+from helpers import open_fds, run_file_ok
 
 
 @pytest.mark.skipif(
@@ -26,61 +26,8 @@ from fdredirect.testing import c_write
 @pytest.mark.parametrize("target", ["None", "DEVNULL", "io.StringIO()"])
 def test_with_under_a_signal_storm_never_leaves_the_fd_switched(statement: str, target: str) -> None:
     # SIGALRM every 50 µs whose handler raises: wherever the exception lands (before, between or
-    # after the native enter and exit), the block is either not entered or fully left. The handler
-    # raises only in the code under test (the block's function and fdredirect's own Python code),
-    # so the loop that counts the interruptions is not hit.
-    child = run_ok(
-        f"""
-import asyncio, io, os, signal, sys, time
-from fdredirect import redirect_stdout_fd, DEVNULL
-from fdredirect.testing import c_write
-
-class Storm(Exception):
-    pass
-
-def storm(signum, frame):
-    if time.monotonic() > deadline:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-    elif frame is not None and (frame.f_code is block.__code__ or "fdredirect" in frame.f_code.co_filename):
-        raise Storm
-
-{"async " if statement == "async with" else ""}def block():
-    {statement} redirect_stdout_fd({target}):
-        c_write(1, "inside\\n")
-
-def drive(coroutine):
-    if not {statement == "async with"}:
-        return
-    try:
-        coroutine.send(None)
-    except StopIteration:
-        pass
-
-def loop():
-    blocks = storms = 0
-    while time.monotonic() < deadline + 0.05:
-        blocks += 1
-        try:
-            drive(block())
-        except Storm:
-            storms += 1
-    return blocks, storms
-
-with redirect_stdout_fd({target}):  # the reader threads, if any, exist before counting
-    pass
-original, fds, st = sys.stdout, sorted(os.listdir("/proc/self/fd")), os.fstat(1)
-signal.signal(signal.SIGALRM, storm)
-deadline = time.monotonic() + 1.0
-signal.setitimer(signal.ITIMER_REAL, 0.00005, 0.00005)
-blocks, storms = loop()
-time.sleep(0.05)
-os.write(1, b"after\\n")
-same = os.path.samestat(os.fstat(1), st)
-sys.stderr.write(repr((sys.stdout is original, same, sorted(os.listdir("/proc/self/fd")) == fds)) + "\\n")
-sys.stderr.write(f"blocks {{blocks}} storms {{storms}}\\n")
-""",
-        timeout=60,
-    )
+    # after the native enter and exit), the block is either not entered or fully left.
+    child = run_file_ok("signal_storm.py", statement, target, timeout=60)
     assert child.out == b"after\n"
     lines = child.err.decode().splitlines()
     assert lines[0] == "(True, True, True)", child.err.decode()
@@ -89,85 +36,14 @@ sys.stderr.write(f"blocks {{blocks}} storms {{storms}}\\n")
 
 
 def test_one_instance_shared_by_tasks_exiting_out_of_order() -> None:
-    child = run_ok(
-        """
-import asyncio, sys
-from fdredirect import redirect_stdout_fd
-from fdredirect.testing import c_write
-
-shared = redirect_stdout_fd()
-
-async def main():
-    a_in, b_in, a_out = asyncio.Event(), asyncio.Event(), asyncio.Event()
-
-    async def a():
-        async with shared as out:
-            c_write(1, "a\\n")
-            a_in.set()
-            await b_in.wait()
-        a_out.set()
-        return out
-
-    async def b():
-        await a_in.wait()
-        async with shared as out:
-            c_write(1, "b1\\n")
-            b_in.set()
-            await a_out.wait()
-            c_write(1, "b2\\n")
-        return out
-
-    out_a, out_b = await asyncio.gather(a(), b())
-    c_write(1, "after\\n")
-    return out_a.getvalue(), out_b.getvalue()
-
-sys.stderr.write(repr(asyncio.run(main())) + "\\n")
-""",
-        timeout=30,
-    )
+    child = run_file_ok("shared_by_tasks.py", timeout=30)
     assert child.out == b"after\n"
     assert child.err.decode().strip() == repr(("a\n", "b1\nb2\n"))
 
 
 @pytest.mark.parametrize("finish", ["resumed", "closed", "collected"])
 def test_generator_finished_in_another_thread_restores_the_fd(finish: str) -> None:
-    child = run_ok(
-        f"""
-import os, sys, threading
-from fdredirect import redirect_stdout_fd
-from fdredirect.testing import c_write
-
-def gen():
-    with redirect_stdout_fd() as out:
-        c_write(1, "first\\n")
-        yield out
-        c_write(1, "second\\n")
-
-original, fds = sys.stdout, sorted(os.listdir("/proc/self/fd"))
-holder = [gen()]
-out = next(holder[0])
-errors = []
-
-def finish():
-    try:
-        if {finish!r} == "resumed":
-            next(holder[0], None)
-        elif {finish!r} == "closed":
-            holder[0].close()
-        else:
-            holder.clear()  # the last reference: collected here, in this thread
-    except BaseException as e:
-        errors.append(repr(e))
-
-thread = threading.Thread(target=finish)
-thread.start()
-thread.join()
-c_write(1, "after\\n")
-restored = (sys.stdout is original, sorted(os.listdir("/proc/self/fd")) == fds)
-sys.stderr.write(repr((errors, restored, out.getvalue())) + "\\n")
-""",
-        timeout=30,
-    )
+    child = run_file_ok("generator_finish.py", finish, timeout=30)
     assert child.out == b"after\n"
     inside = "first\nsecond\n" if finish == "resumed" else "first\n"
     assert child.err.decode().strip() == repr(([], (True, True), inside))

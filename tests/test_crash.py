@@ -4,16 +4,15 @@ not yet handed to the user reaches the original fd, and the process still dies o
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
 import pytest
 
-from conftest import run_child
+from childlib import written
+from helpers import run_child
 
 CRASHES = {
     "SIGSEGV": ("ctypes.string_at(0)", signal.SIGSEGV),
@@ -27,40 +26,20 @@ PRELUDE = """\
 import ctypes, faulthandler, io, os, signal, sys, threading
 from fdredirect import redirect_stderr_fd, redirect_stdout_fd
 from fdredirect.testing import c_fprintf_stderr, c_printf, c_write
-
-def writes(tag):
-    print(f"{tag} python")
-    c_write(1, f"{tag} c-write\\n".encode())
-    # Last: an unflushed printf sits in libc's buffer (PYTHONUNBUFFERED unset) until the dump.
-    c_printf(f"{tag} c-printf\\n", flush=False)
-
-class Seen(io.StringIO):
-    # A live target that also records what it was handed, on a side fd (passed as argv[1]).
-    def write(self, s):
-        os.write(int(sys.argv[1]), s.encode())
-        return super().write(s)
+from childlib import Seen, writes
 """
 
 
-def expected(tag: str) -> bytes:
-    return f"{tag} python\n{tag} c-write\n{tag} c-printf\n".encode()
-
-
 def crash_child(body: str, unbuffered: bool, side: Path | None = None) -> tuple[int, bytes, bytes, bytes]:
-    """Run PRELUDE + body in a child whose fd 3 is `side` (what a live target was handed)."""
+    """Run PRELUDE + body in a child whose argv[1] is the fd of `side` (what a live target was handed)."""
     code = PRELUDE + textwrap.dedent(body)
     if side is None:
         child = run_child(code, unbuffered=unbuffered, timeout=30)
         return child.returncode, child.out, child.err, b""
     with side.open("wb") as handle:
         fd = handle.fileno()
-        command = [sys.executable, "-c", code, str(fd)]
-        env = dict(os.environ)
-        env.pop("PYTHONUNBUFFERED", None)
-        if unbuffered:
-            env["PYTHONUNBUFFERED"] = "1"
-        done = subprocess.run(command, capture_output=True, env=env, timeout=30, pass_fds=(fd,), check=False)
-    return done.returncode, done.stdout, done.stderr, side.read_bytes()
+        child = run_child(code, unbuffered=unbuffered, timeout=30, argv=[str(fd)], pass_fds=(fd,))
+    return child.returncode, child.out, child.err, side.read_bytes()
 
 
 @pytest.mark.parametrize("crash", CRASHES)
@@ -75,7 +54,7 @@ def test_capture_shows_what_it_held(crash: str, unbuffered: bool) -> None:
         unbuffered,
     )
     assert rc == -signum, err
-    assert out == expected("in")
+    assert out == written("in")
 
 
 @pytest.mark.parametrize("crash", ["SIGSEGV", "SIGABRT"])
@@ -96,7 +75,7 @@ def test_faulthandler_traceback_reaches_real_stderr(crash: str, when: str, unbuf
         unbuffered,
     )
     assert rc == -signum, err
-    assert out == expected("in")
+    assert out == written("in")
     assert err.startswith(b"err line\n"), err
     assert b"Fatal Python error" in err
     assert b'File "<string>"' in err
@@ -118,7 +97,7 @@ def test_stack_overflow_without_faulthandler(unbuffered: bool) -> None:
     )
     if rc != -signal.SIGSEGV:
         pytest.skip(f"this Python stops deep C recursion itself (exit status {rc})")
-    assert out == expected("in")
+    assert out == written("in")
 
 
 def test_nested_captures_in_write_order(unbuffered: bool) -> None:
@@ -138,7 +117,7 @@ def test_nested_captures_in_write_order(unbuffered: bool) -> None:
     )
     assert rc == -signal.SIGSEGV, err
     # Each unflushed printf was flushed into its own block by the next enter.
-    assert out == expected("outer") + expected("inner") + expected("innermost")
+    assert out == written("outer") + written("inner") + written("innermost")
 
 
 def test_stderr_merged_into_stdout_capture(unbuffered: bool) -> None:
@@ -219,7 +198,7 @@ def test_tee_shows_the_rest(target: str, unbuffered: bool) -> None:
         unbuffered,
     )
     assert rc == -signal.SIGSEGV, err
-    assert out == expected("tee")
+    assert out == written("tee")
 
 
 def test_live_inside_capture(unbuffered: bool, tmp_path: Path) -> None:
@@ -236,7 +215,7 @@ def test_live_inside_capture(unbuffered: bool, tmp_path: Path) -> None:
         tmp_path / "side",
     )
     assert rc == -signal.SIGSEGV, err
-    assert (handed, out) == (b"", expected("outer") + NATIVE_WRITTEN)
+    assert (handed, out) == (b"", written("outer") + NATIVE_WRITTEN)
 
 
 def test_crash_in_another_thread(unbuffered: bool) -> None:
@@ -251,7 +230,7 @@ def test_crash_in_another_thread(unbuffered: bool) -> None:
         unbuffered,
     )
     assert rc == -signal.SIGSEGV, err
-    assert out == expected("in")
+    assert out == written("in")
 
 
 def test_forked_child_leaves_the_parents_capture_alone(unbuffered: bool) -> None:
@@ -322,7 +301,7 @@ def test_user_c_handler_installed_before_runs_after_the_dump(unbuffered: bool, t
         unbuffered,
     )
     assert rc == -signal.SIGSEGV, err
-    assert out == expected("in")
+    assert out == written("in")
     assert err == b"user handler\n"
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from conftest import run_ok
+from helpers import run_ok
 
 
 def test_demo_catches_every_writer(unbuffered: bool) -> None:

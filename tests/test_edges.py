@@ -12,40 +12,26 @@ from pathlib import Path
 
 import pytest
 
-from conftest import run_child, run_ok
+from helpers import last_report, run_child, run_ok
 
-# Runs the block given as BODY (indented code using `target`), then reports what the exit raised,
-# whether fd 1 and sys.stdout came back, and whether an fd leaked. Output written after the block
-# must reach the real fd 1.
+# The block given as BODY (indented code using the names imported here) runs under
+# childlib.outcome_of_exit, which reports what the exit raised, whether fd 1 and sys.stdout came
+# back, and whether an fd leaked.
 HARNESS = """
-import errno, io, os, sys, time
+import io, os, time
 from fdredirect import redirect_stdout_fd
 from fdredirect.testing import c_emit, c_printf, c_write
-before = (os.fstat(1).st_ino, sys.stdout)
+from childlib import outcome_of_exit
 def body():
 {body}
-try:  # warm-up: the reader and delivery threads (and their fds) exist from now on
-    body()
-except BaseException:
-    pass
-fds = len(os.listdir("/proc/self/fd"))
-raised = None
-try:
-    body()
-except BaseException as e:
-    raised = (type(e).__name__, e.errno if isinstance(e, OSError) else None,
-              getattr(e, "filename", None), str(e))
-restored = (os.fstat(1).st_ino, sys.stdout) == before
-leaked = len(os.listdir("/proc/self/fd")) - fds
-c_printf("after\\n", flush=True)
-sys.__stderr__.write(repr((raised, restored, leaked)) + "\\n")
+outcome_of_exit(body)
 """
 
 
 def run_body(body: str, *, unbuffered: bool = True, timeout: float = 30) -> tuple[object, bytes]:
     indented = "\n".join("    " + line for line in body.strip("\n").splitlines())
     child = run_ok(HARNESS.format(body=indented), unbuffered=unbuffered, timeout=timeout)
-    raised, restored, leaked = eval(child.err.strip().splitlines()[-1])
+    raised, restored, leaked = last_report(child)
     assert restored, "fd 1 or sys.stdout not restored"
     assert leaked == 0, f"{leaked} fds leaked"
     return raised, child.out

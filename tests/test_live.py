@@ -1,48 +1,27 @@
 """Live targets (file-like objects, callables, loggers) and tee: delivered while the block runs,
-complete and in order at exit, and never a deadlock, whoever holds the GIL."""
+complete and in order at exit, and never a deadlock, whoever holds the GIL. What is particular to
+loggers is in test_live_loggers.py."""
 
 from __future__ import annotations
 
 import io
-import logging
 import os
 import sys
 import time
-from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from conftest import open_fds, run_ok
 from fdredirect import STDOUT, redirect_stderr_fd, redirect_stdout_fd
 from fdredirect.testing import c_emit, c_printf, c_write, pattern
+from helpers import last_report, open_fds, quiet_logger, run_ok
 
 MIB = 1 << 20
 
 
 def threads() -> int:
     return len(os.listdir("/proc/self/task"))
-
-
-class Lines(logging.Handler):
-    """Collects records without writing anywhere."""
-
-    def __init__(self) -> None:
-        super().__init__(logging.DEBUG)
-        self.records: list[logging.LogRecord] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.records.append(record)
-
-
-def quiet_logger(name: str) -> tuple[logging.Logger, Lines]:
-    logger = logging.getLogger(name)
-    logger.propagate = False
-    logger.setLevel(logging.DEBUG)
-    handler = Lines()
-    logger.handlers[:] = [handler]
-    return logger, handler
 
 
 @pytest.mark.parametrize("kind", ["StringIO", "BytesIO", "callable", "logger"])
@@ -74,17 +53,18 @@ def test_a_gil_holding_flood_right_after_a_line_is_drained_while_delivery_waits_
         import io, sys
         from fdredirect import redirect_stdout_fd
         from fdredirect.testing import c_emit, c_write
+        from childlib import report
         target = io.StringIO()
         with redirect_stdout_fd(target):
             for i in range(20):
                 c_write(1, f"line {i}\\n", hold_gil=True)
                 c_emit(1, 1 << 20, hold_gil=True)
-        sys.stderr.write(repr(target.getvalue()))
+        report(target.getvalue())
         """,
         timeout=60,
     )
     flood = pattern(MIB).decode()
-    assert eval(child.err.decode().splitlines()[-1]) == "".join(f"line {i}\n{flood}" for i in range(20))
+    assert last_report(child) == "".join(f"line {i}\n{flood}" for i in range(20))
 
 
 def test_another_thread_holding_the_gil_floods_the_fd_while_blocks_start_and_end() -> None:
@@ -138,6 +118,7 @@ def test_everything_is_delivered_in_order_before_exit_returns(unbuffered: bool) 
 import io, sys
 from fdredirect import redirect_stdout_fd, redirect_stderr_fd, STDOUT
 from fdredirect.testing import c_printf, c_fprintf_stderr, c_write
+from childlib import report
 stream = io.StringIO()
 with redirect_stdout_fd(stream), redirect_stderr_fd(STDOUT):
     for i in range(300):
@@ -146,7 +127,7 @@ with redirect_stdout_fd(stream), redirect_stderr_fd(STDOUT):
         c_printf(f"c{i}\\n", flush=True)
         c_write(2, f"w{i}\\n")
     c_printf("unflushed at the end")
-sys.__stderr__.write(repr(stream.getvalue()) + "\\n")
+report(stream.getvalue())
 """,
         unbuffered=unbuffered,
     )
@@ -208,21 +189,6 @@ def test_text_bytes_and_callable_modes() -> None:
     assert raw == [b"\xff"]
 
 
-def test_logger_gets_one_record_per_line_with_the_fd() -> None:
-    logger, handler = quiet_logger("fdredirect.test.lines")
-    with redirect_stderr_fd(logger):
-        c_write(2, "first\nsecond\n\nlast without newline")
-    assert [(r.levelno, r.getMessage(), r.fdredirect_fd) for r in handler.records] == [  # type: ignore[attr-defined]
-        (logging.WARNING, "first", 2),
-        (logging.WARNING, "second", 2),
-        (logging.WARNING, "", 2),
-        (logging.WARNING, "last without newline", 2),
-    ]
-    with redirect_stdout_fd(logger, level=logging.DEBUG):
-        c_write(1, "debug line\n")
-    assert handler.records[-1].levelno == logging.DEBUG
-
-
 def test_target_error_surfaces_at_exit_and_writers_never_block() -> None:
     calls = []
 
@@ -243,97 +209,12 @@ def test_target_error_surfaces_at_exit_and_writers_never_block() -> None:
     assert calls == ["first\n"]  # after the first failure the output is dropped
 
 
-@pytest.mark.parametrize(
-    "configure",
-    ["handler-on-stderr", "last-resort", "parent-on-stdout", "handler-on-fd"],
-)
-def test_a_logger_that_would_write_into_its_own_input_is_refused(configure: str) -> None:
-    logger = logging.getLogger(f"fdredirect.test.loop.{configure}")
-    logger.handlers.clear()
-    logger.propagate = True
-    parent = logging.getLogger("fdredirect.test.loop")
-    parent.handlers.clear()
-    parent.propagate = False
-    if configure == "handler-on-stderr":
-        logger.addHandler(logging.StreamHandler(sys.stderr))
-        redirect, stream = redirect_stderr_fd, "stderr"
-    elif configure == "last-resort":
-        redirect, stream = redirect_stderr_fd, "stderr"
-    elif configure == "parent-on-stdout":
-        parent.addHandler(logging.StreamHandler(sys.stdout))
-        redirect, stream = redirect_stdout_fd, "stdout"
-    else:
-        own = open(1, "w", closefd=False)  # noqa: SIM115 - a stream on fd 1 itself
-        logger.addHandler(logging.StreamHandler(own))
-        redirect, stream = redirect_stdout_fd, "stdout"
-    before = (open_fds(), sys.stdout, sys.stderr)
-    with pytest.raises(ValueError, match=rf"^logger '{logger.name}' has .*{stream}.*endless loop"):
-        redirect(logger)
-    assert (open_fds(), sys.stdout, sys.stderr) == before
-    if configure == "handler-on-fd":
-        own.close()
-    logger.handlers.clear()
-    parent.handlers.clear()
-
-
-@pytest.mark.parametrize(
-    ("path", "stream"),
-    [
-        ("/dev/stderr", "stderr"),
-        ("/dev/fd/2", "stderr"),
-        ("/proc/self/fd/2", "stderr"),
-        ("/proc/<pid>/fd/2", "stderr"),
-        ("/dev/stdout", "stdout"),
-        ("symlink to /dev/stdout", "stdout"),
-    ],
-)
-def test_a_delayed_file_handler_opening_the_redirected_fd_is_refused(tmp_path: Path, path: str, stream: str) -> None:
-    # Opened at its first record, inside the block: the path then leads to the block's own pipe.
-    path = path.replace("<pid>", str(os.getpid()))
-    if path.startswith("symlink"):
-        (tmp_path / "out").symlink_to("/dev/stdout")
-        path = str(tmp_path / "out")
-    logger = logging.getLogger(f"fdredirect.test.delayed.{stream}")
-    logger.propagate = False
-    logger.addHandler(logging.FileHandler(path, delay=True))
-    redirect = redirect_stdout_fd if stream == "stdout" else redirect_stderr_fd
-    before = (open_fds(), sys.stdout, sys.stderr)
-    try:
-        with pytest.raises(ValueError, match=rf"^logger '{logger.name}' has .*{stream}.*endless loop"):
-            redirect(logger)
-        assert (open_fds(), sys.stdout, sys.stderr) == before
-    finally:
-        logger.handlers.clear()
-
-
-def test_a_delayed_file_handler_on_another_file_or_the_other_fd_is_accepted(tmp_path: Path) -> None:
-    logger = logging.getLogger("fdredirect.test.delayed.accepted")
-    logger.propagate = False
-    logger.setLevel(logging.INFO)
-    logger.addHandler(logging.FileHandler(tmp_path / "log", delay=True))
-    logger.addHandler(logging.FileHandler("/dev/stdout", delay=True))  # fd 1 is not redirected below
-    handlers = list(logger.handlers)
-    try:
-        with redirect_stderr_fd(logger, level=logging.INFO):
-            c_write(2, "to the log\n")
-        assert (tmp_path / "log").read_text() == "to the log\n"
-    finally:
-        for handler in handlers:
-            handler.close()
-        logger.handlers.clear()
-
-
-def test_unconfigured_logger_on_stdout_is_accepted() -> None:
-    logger = logging.getLogger("fdredirect.test.unconfigured")
-    with redirect_stdout_fd(logger):
-        c_write(1, "dropped: INFO is below the effective level WARNING\n")
-
-
 def test_late_output_goes_to_the_original_destination(unbuffered: bool) -> None:
     child = run_ok(
         """
 import io, subprocess, sys, time
 from fdredirect import redirect_stdout_fd
+from childlib import report
 stream = io.StringIO()
 start = time.monotonic()
 with redirect_stdout_fd(stream):
@@ -343,7 +224,7 @@ with redirect_stdout_fd(stream):
 took = time.monotonic() - start
 bg.wait()
 time.sleep(0.2)
-sys.__stderr__.write(repr((took < 0.9, stream.getvalue(), bg.returncode)) + "\\n")
+report((took < 0.9, stream.getvalue(), bg.returncode))
 """,
         unbuffered=unbuffered,
     )
@@ -397,6 +278,7 @@ def test_tee_sends_every_byte_to_both(target: str, tmp_path: object, unbuffered:
 import io, sys
 from fdredirect import redirect_stdout_fd
 from fdredirect.testing import c_printf, c_write
+from childlib import report
 target = {make}
 with redirect_stdout_fd(target, tee=True) as got:
     print("py")
@@ -408,7 +290,7 @@ elif isinstance(got, io.StringIO):
     value = got.getvalue()
 else:
     value = got.getvalue()
-sys.__stderr__.write(repr(value) + "\\n")
+report(value)
 """,
         unbuffered=unbuffered,
     )
@@ -432,6 +314,7 @@ def test_fork_inside_a_live_block() -> None:
 import io, os, sys
 from fdredirect import redirect_stdout_fd
 from fdredirect.testing import c_write
+from childlib import report
 stream = io.StringIO()
 with redirect_stdout_fd(stream) as block:
     c_write(1, "parent\\n")
@@ -440,43 +323,11 @@ with redirect_stdout_fd(stream) as block:
         c_write(1, "child\\n")
         os._exit(0)
     os.waitpid(pid, 0)
-sys.__stderr__.write(repr(stream.getvalue()) + "\\n")
+report(stream.getvalue())
 """
     )
     # CPython >= 3.12 warns on stderr that the process had threads (the reader's) at fork().
     assert eval(child.err.strip().splitlines()[-1]) == "parent\nchild\n"
-
-
-def test_merging_stderr_into_a_stdout_logger_that_writes_to_stderr_is_refused() -> None:
-    child = run_ok(
-        """
-import logging, os, sys
-from fdredirect import STDOUT, redirect_stderr_fd, redirect_stdout_fd
-log = logging.getLogger("app")
-log.propagate = False
-log.setLevel(logging.INFO)
-log.addHandler(logging.StreamHandler(sys.stderr))
-with redirect_stdout_fd(log):
-    print("before")
-    fds, stderr_target = len(os.listdir("/proc/self/fd")), os.fstat(2).st_ino
-    try:
-        with redirect_stderr_fd(STDOUT):
-            print("never")
-    except ValueError as exc:
-        message = str(exc)
-    unchanged = (len(os.listdir("/proc/self/fd")), os.fstat(2).st_ino) == (fds, stderr_target)
-    print("after")
-sys.stderr.write(repr((message, unchanged)) + "\\n")
-""",
-        timeout=30,
-    )
-    message, unchanged = eval(child.err.decode().splitlines()[-1])
-    assert unchanged
-    assert message.startswith(
-        "cannot send stderr to stdout while redirect_stdout_fd(<Logger app (INFO)>) is open: "
-        "logger 'app' has a handler writing to stderr"
-    )
-    assert child.err.decode().splitlines()[:2] == ["before", "after"]
 
 
 def test_a_synchronisation_point_reached_during_interpreter_exit_returns_at_once() -> None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from conftest import run_ok
+from helpers import last_report, run_ok
 
 PIECE = 1 << 20
 
@@ -19,6 +19,7 @@ def test_a_backlog_is_delivered_in_bounded_pieces_with_bounded_memory(encoding: 
 import resource, sys
 from fdredirect import redirect_stdout_fd
 from fdredirect.testing import c_emit
+from childlib import report
 sizes = []
 def discard(piece):
     sizes.append(len(piece))
@@ -29,11 +30,11 @@ base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 with redirect_stdout_fd(discard, encoding={encoding!r}):
     c_emit(1, {size}, hold_gil=True)   # nothing can be delivered until this returns
 peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-sys.__stderr__.write(repr(((peak - base) * 1024 / {size}, max(sizes), sum(sizes))) + "\\n")
+report(((peak - base) * 1024 / {size}, max(sizes), sum(sizes)))
 """,
         timeout=120,
     )
-    growth, largest, total = eval(child.err.strip().splitlines()[-1])
+    growth, largest, total = last_report(child)
     assert total == size
     assert largest <= PIECE
     # The backlog itself (1x) plus small pieces; before pieces: 2x for bytes, 4x for text.
@@ -46,12 +47,13 @@ def test_pieces_never_split_a_character_or_reorder() -> None:
 import sys
 from fdredirect import redirect_stdout_fd
 from fdredirect.testing import c_write
+from childlib import report
 text = "a" + "é€😀" * 300_000     # 2-, 3- and 4-byte characters across every piece boundary
 pieces = []
 with redirect_stdout_fd(pieces.append):
     c_write(1, text.encode(), hold_gil=True)
-sys.__stderr__.write(repr(("".join(pieces) == text, len(pieces) > 1)) + "\\n")
+report(("".join(pieces) == text, len(pieces) > 1))
 """,
         timeout=60,
     )
-    assert eval(child.err.strip().splitlines()[-1]) == (True, True)
+    assert last_report(child) == (True, True)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 import fdredirect
-from conftest import open_fds, run_ok
 from fdredirect import _native, testing
+from helpers import open_fds, run_ok
 
 
 def test_version_comes_from_cargo() -> None:

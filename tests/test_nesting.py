@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from conftest import run_ok
 from fdredirect import DEVNULL, STDOUT, redirect_stderr_fd, redirect_stdout_fd
 from fdredirect.testing import c_printf, c_write
+from helpers import run_ok
 
 
 def test_nested_mix_of_targets_restores_each_level(tmp_path: Path, unbuffered: bool) -> None:
@@ -22,6 +22,7 @@ def test_nested_mix_of_targets_restores_each_level(tmp_path: Path, unbuffered: b
 import sys
 from fdredirect import redirect_stdout_fd, DEVNULL
 from fdredirect.testing import c_printf
+from childlib import report
 print("top 1")
 with redirect_stdout_fd() as outer:
     c_printf("outer 1\\n")
@@ -35,7 +36,7 @@ with redirect_stdout_fd() as outer:
         print("file 2")
     c_printf("outer 2\\n")
 print("top 2")
-sys.__stderr__.write(repr((outer.getvalue(), inner.getvalue())) + "\\n")
+report((outer.getvalue(), inner.getvalue()))
 """,
         unbuffered=unbuffered,
     )
@@ -62,6 +63,7 @@ def test_threads_exiting_out_of_order_lose_nothing(unbuffered: bool) -> None:
 import sys, threading
 from fdredirect import redirect_stdout_fd
 from fdredirect.testing import c_write
+from childlib import report
 a_entered, b_entered, a_left = threading.Event(), threading.Event(), threading.Event()
 results = {}
 def a():
@@ -83,7 +85,7 @@ for t in ts: t.start()
 for t in ts: t.join()
 c_write(1, "after\\n")
 print(sys.stdout is sys.__stdout__)
-sys.__stderr__.write(repr(results) + "\\n")
+report(results)
 """,
         unbuffered=unbuffered,
     )
@@ -235,6 +237,7 @@ got = []
 foreign_out = io.StringIO()
 foreign = wurlitzer.pipes(stdout=foreign_out, stderr=None)
 ours = redirect_stdout_fd(got.append)
+from childlib import report
 """
 
 
@@ -250,12 +253,12 @@ foreign.__exit__(None, None, None)  # restores fd 1 to where it pointed before b
 os.write(1, b"real 1\\n")
 ours.__exit__(None, None, None)  # fd 1 is not ours any more: left alone
 os.write(1, b"real 2\\n")
-sys.__stderr__.write(repr((got, foreign_out.getvalue())))
+report((got, foreign_out.getvalue()))
 """,
         timeout=30,
     )
     assert child.out == b"real 1\nreal 2\n"
-    assert child.err.decode() == repr((["ours\n"], ""))
+    assert child.err.decode() == repr((["ours\n"], "")) + "\n"
 
 
 def test_foreign_redirect_inside_ours_keeps_the_fd_until_it_ends() -> None:
@@ -272,9 +275,9 @@ os.write(1, b"foreign 2\\n")
 foreign.__exit__(None, None, None)  # restores fd 1 to our ended pipe: late output, forwarded
 os.write(1, b"late\\n")
 time.sleep(0.3)
-sys.__stderr__.write(repr((got, foreign_out.getvalue())))
+report((got, foreign_out.getvalue()))
 """,
         timeout=30,
     )
-    assert child.err.decode() == repr((["ours\n"], "foreign 1\nforeign 2\n"))
+    assert child.err.decode() == repr((["ours\n"], "foreign 1\nforeign 2\n")) + "\n"
     assert child.out == b"late\n"

@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from conftest import run_ok
+from helpers import last_report, run_file_ok, run_ok
 
 
 def test_fork_inside_block(unbuffered: bool) -> None:
@@ -21,6 +21,7 @@ def test_fork_inside_block(unbuffered: bool) -> None:
 import os, sys
 from fdredirect import redirect_stdout_fd
 from fdredirect.testing import c_printf, c_write
+from childlib import report
 with redirect_stdout_fd() as out:
     c_printf("parent before fork\\n")    # unflushed: must not be written twice
     pid = os.fork()
@@ -31,11 +32,11 @@ with redirect_stdout_fd() as out:
         os._exit(0 if nested.getvalue() == "child nested\\n" else 3)
     _, status = os.waitpid(pid, 0)
     c_write(1, "parent after fork\\n")
-sys.__stderr__.write(repr((os.WEXITSTATUS(status), out.getvalue())) + "\\n")
+report((os.WEXITSTATUS(status), out.getvalue()))
 """,
         unbuffered=unbuffered,
     )
-    status, captured = eval(child.err.strip().splitlines()[-1])
+    status, captured = last_report(child)
     assert status == 0
     assert captured == "parent before fork\nchild inside\nparent after fork\n"
     assert b"DeprecationWarning" not in child.err  # no thread of ours: fork() is not discouraged
@@ -47,6 +48,7 @@ def test_forked_child_leaving_an_inherited_block_restores_only(unbuffered: bool)
 import os, sys
 from fdredirect import redirect_stdout_fd
 from fdredirect.testing import c_write
+from childlib import report
 block = redirect_stdout_fd()
 out = block.__enter__()
 c_write(1, "parent 1\\n")
@@ -59,11 +61,11 @@ if pid == 0:
 _, status = os.waitpid(pid, 0)
 c_write(1, "parent 2\\n")
 block.__exit__(None, None, None)
-sys.__stderr__.write(repr((os.WEXITSTATUS(status), out.getvalue())) + "\\n")
+report((os.WEXITSTATUS(status), out.getvalue()))
 """,
         unbuffered=unbuffered,
     )
-    status, captured = eval(child.err.strip().splitlines()[-1])
+    status, captured = last_report(child)
     assert status == 0
     assert captured == "parent 1\nchild in block\nparent 2\n"
     assert child.out == b"child after block\n"
@@ -74,13 +76,14 @@ def test_background_child_outliving_the_block_does_not_delay_exit() -> None:
         """
 import subprocess, sys, time
 from fdredirect import redirect_stdout_fd
+from childlib import report
 start = time.monotonic()
 with redirect_stdout_fd() as out:
     print("inside")
     bg = subprocess.Popen(["sh", "-c", "sleep 2; echo late"])
 took = time.monotonic() - start
 bg.wait()
-sys.__stderr__.write(repr((took, out.getvalue())) + "\\n")
+report((took, out.getvalue()))
 """
     )
     took, captured = eval(child.err.strip())
@@ -95,6 +98,7 @@ def test_closed_fd_1_is_closed_again_after_the_block(unbuffered: bool) -> None:
 import os, sys
 from fdredirect import redirect_stdout_fd
 from fdredirect.testing import c_write
+from childlib import report
 os.close(1)
 with redirect_stdout_fd() as out:
     c_write(1, "works while closed\\n")
@@ -103,7 +107,7 @@ try:
     state = "open"
 except OSError:
     state = "closed"
-sys.__stderr__.write(repr((state, out.getvalue())) + "\\n")
+report((state, out.getvalue()))
 """,
         unbuffered=unbuffered,
     )
@@ -144,47 +148,7 @@ def test_c_stdout_first_used_inside_a_block_stays_line_buffered_on_a_terminal() 
 
 @pytest.mark.slow
 def test_one_gib_from_c_holding_the_gil_with_bounded_memory() -> None:
-    child = run_ok(
-        """
-import os, sys, threading, time
-from fdredirect import redirect_stdout_fd
-from fdredirect.testing import c_emit, pattern
-
-def rss_plus_memfds():
-    rss = int(open("/proc/self/statm").read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-    shmem = 0
-    for line in open("/proc/self/status"):
-        if line.startswith("RssShmem:"):
-            shmem = int(line.split()[1]) * 1024   # memfd pages mapped by us: already in RSS
-    memfiles = 0
-    for fd in os.listdir("/proc/self/fd"):
-        try:
-            if "fdredirect-capture" in os.readlink(f"/proc/self/fd/{fd}"):
-                memfiles = max(memfiles, os.fstat(int(fd)).st_blocks * 512)
-        except OSError:
-            pass
-    return rss - shmem + memfiles
-
-peak = 0
-stop = False
-def sample():
-    global peak
-    while not stop:
-        peak = max(peak, rss_plus_memfds())
-        time.sleep(0.005)
-base = rss_plus_memfds()
-size = 1 << 30
-sampler = threading.Thread(target=sample); sampler.start()
-with redirect_stdout_fd(encoding=None) as out:
-    c_emit(1, size, hold_gil=True)
-data = out.getbytes()
-stop = True; sampler.join()
-peak = max(peak, rss_plus_memfds())
-ok = len(data) == size and data[:4096] == pattern(4096) and data[-64:] == pattern(size)[-64:]
-sys.__stderr__.write(repr((ok, (peak - base) / size)) + "\\n")
-""",
-        timeout=300,
-    )
+    child = run_file_ok("one_gib_capture.py", timeout=300)
     ok, ratio = eval(child.err.strip())
     assert ok
     assert ratio < 1.3, ratio

@@ -6,13 +6,14 @@ from __future__ import annotations
 
 import pytest
 
-from conftest import run_ok
 from fdredirect.testing import pattern
+from helpers import last_report, run_ok
 
 LIMITED = """
 import resource, signal, sys
 from fdredirect import redirect_stdout_fd
 from fdredirect.testing import c_emit, c_printf, pattern
+from childlib import report
 resource.setrlimit(resource.RLIMIT_FSIZE, (1 << 20, resource.RLIM_INFINITY))
 signal.signal(signal.SIGXFSZ, signal.SIG_DFL)  # Python ignores it; a plain C program does not
 """
@@ -32,12 +33,12 @@ with redirect_stdout_fd() as out:
     c_printf("unflushed C\\n")  # flushed by the block's exit, into the capture
 expected = b"flushed C\\n" + pattern(3 << 20) + b"python\\n" + pattern(1 << 20) + b"unflushed C\\n"
 ok = (middle == expected[: len(middle)] and len(middle) == 10 + (3 << 20), out.getbytes() == expected)
-sys.__stderr__.write(repr((ok, out.getvalue()[:12])) + "\\n")
+report((ok, out.getvalue()[:12]))
 """,
         unbuffered=unbuffered,
         timeout=60,
     )
-    assert eval(child.err.strip().splitlines()[-1]) == ((True, True), "flushed C\n01")
+    assert last_report(child) == ((True, True), "flushed C\n01")
     assert child.out == b""
 
 
@@ -48,7 +49,7 @@ def test_tee_capture_beyond_the_file_size_limit(unbuffered: bool) -> None:
 with redirect_stdout_fd(tee=True) as out:
     c_printf("line\\n", flush=True)
     c_emit(1, 2 << 20, hold_gil=True)
-sys.__stderr__.write(repr(out.getbytes() == b"line\\n" + pattern(2 << 20)) + "\\n")
+report(out.getbytes() == b"line\\n" + pattern(2 << 20))
 """,
         unbuffered=unbuffered,
         timeout=60,
@@ -70,8 +71,8 @@ try:
     result = "no error"
 except OSError as e:
     result = e.errno
-sys.__stderr__.write(repr((result, os.path.getsize(path))) + "\\n")
+report((result, os.path.getsize(path)))
 """,
         timeout=60,
     )
-    assert eval(child.err.strip().splitlines()[-1]) == (27, 1 << 20)
+    assert last_report(child) == (27, 1 << 20)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from conftest import Emitters, run_ok
+from helpers import Emitters, run_ok
 
 CODE = """
 import ctypes, sys
@@ -58,13 +58,14 @@ def test_runtimes_loaded_after_the_first_switch_are_found(emitters: Emitters) ->
         f"""
 import ctypes, sys
 from fdredirect import redirect_stdout_fd
+from childlib import report
 with redirect_stdout_fd():
     pass
 cxx = ctypes.CDLL({str(emitters.cxx)!r})
 cxx.cxx_unsync()
 with redirect_stdout_fd() as out:
     cxx.cxx_cout(b"late-loaded cout\\n")
-sys.__stderr__.write(repr(out.getvalue()) + "\\n")
+report(out.getvalue())
 """,
         unbuffered=False,
     )

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from conftest import open_fds, run_ok
 from fdredirect import DEVNULL, STDOUT, redirect_stderr_fd, redirect_stdout_fd
 from fdredirect.testing import c_write
+from helpers import open_fds, run_ok
 
 
 def test_constants_equal_subprocess() -> None:

@@ -7,8 +7,8 @@ import sys
 
 import pytest
 
-from conftest import run_ok
 from fdredirect import redirect_stderr_fd, redirect_stdout_fd
+from helpers import run_file_ok, run_ok
 
 
 def test_sys_stdout_is_restored_after_the_outermost_block() -> None:
@@ -84,39 +84,7 @@ def test_an_interrupt_raised_by_a_python_stream_flush_is_never_lost(target: str,
     # An interrupt is raised after the switch is complete (at enter: nothing was switched; at exit:
     # everything is restored and the capture finished). An ordinary exception of a broken stream
     # is ignored: the redirect itself works, and the stream's next write reports the fault.
-    child = run_ok(
-        f"""
-import io, os, sys
-from fdredirect import redirect_stdout_fd
-from fdredirect.testing import c_write
-
-class Stream:
-    armed = False
-    def write(self, text):
-        return len(text)
-    def flush(self):
-        if self.armed:
-            self.armed = False
-            raise {raised}("from flush")
-
-with redirect_stdout_fd({target}):  # the reader threads, if any, exist before counting
-    pass
-original, fds = sys.stdout, sorted(os.listdir("/proc/self/fd"))
-sys.stderr = stream = Stream()
-stream.armed = {when == "enter"}
-raised = out = None
-try:
-    with redirect_stdout_fd({target}) as out:
-        c_write(1, "inside\\n")
-        stream.armed = {when == "exit"}
-except BaseException as e:
-    raised = repr(e)
-c_write(1, "after\\n")
-state = (sys.stdout is original, sorted(os.listdir("/proc/self/fd")) == fds)
-sys.__stderr__.write(repr((raised, state, out and out.getvalue())) + "\\n")
-""",
-        timeout=30,
-    )
+    child = run_file_ok("flush_interrupt.py", target, when, raised, timeout=30)
     assert child.out == b"after\n"
     if raised == "ValueError":
         expected: tuple[object, ...] = (None, (True, True), "inside\n")
@@ -135,6 +103,7 @@ def test_python_writes_to_sys_dunder_stdout_keep_their_place_among_native_output
 import sys
 from fdredirect import redirect_stdout_fd
 from fdredirect.testing import c_printf, c_write
+from childlib import report
 stream = sys.__stdout__
 before = (stream.line_buffering, stream.write_through)
 with redirect_stdout_fd() as out:
@@ -147,7 +116,7 @@ with redirect_stdout_fd() as out:
     c_write(1, "c 3\\n")
 after = (stream.line_buffering, stream.write_through)
 print("done")
-sys.stderr.write(repr((out.getvalue(), inner.getvalue(), before == after)) + "\\n")
+report((out.getvalue(), inner.getvalue(), before == after))
 """,
         unbuffered=unbuffered,
         timeout=30,
@@ -161,9 +130,10 @@ def test_a_line_buffering_chosen_inside_the_block_is_kept() -> None:
         """
 import sys
 from fdredirect import redirect_stdout_fd
+from childlib import report
 with redirect_stdout_fd():
     sys.__stdout__.reconfigure(line_buffering=False, write_through=True)
-sys.stderr.write(repr((sys.__stdout__.line_buffering, sys.__stdout__.write_through)) + "\\n")
+report((sys.__stdout__.line_buffering, sys.__stdout__.write_through))
 """,
         unbuffered=False,
         timeout=30,
