@@ -13,11 +13,12 @@ from . import _native
 from ._both import redirect_fds
 from ._native import Captured, __version__, flush_all
 from ._redirect import redirect_stderr_fd, redirect_stdout_fd
-from ._targets import DEVNULL, STDOUT
+from ._targets import DEVNULL, ORIGINAL, STDOUT
 from .ipython import load_ipython_extension, unload_ipython_extension
 
 __all__ = [
     "DEVNULL",
+    "ORIGINAL",
     "STDOUT",
     "Captured",
     "__version__",

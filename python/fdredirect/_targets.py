@@ -14,7 +14,7 @@ import os
 import re
 import subprocess
 import sys
-from typing import Any, Literal
+from typing import Any, Final, Literal, final
 
 DEVNULL: int = subprocess.DEVNULL
 """Discard the stream (equal to ``subprocess.DEVNULL``)."""
@@ -22,15 +22,44 @@ DEVNULL: int = subprocess.DEVNULL
 STDOUT: int = subprocess.STDOUT
 """For stderr only: share whatever fd 1 points at, like the shell's ``2>&1``."""
 
+
+@final
+class _Original:
+    """The type of :data:`ORIGINAL` (one instance)."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "ORIGINAL"
+
+    def __reduce__(self) -> str:
+        return "ORIGINAL"
+
+
+ORIGINAL: Final = _Original()
+"""Where the fd pointed before any redirect: before the oldest open block of this library on it
+(the fd itself when none is open), and before a Jupyter kernel's own fd capture (the kernel's
+terminal). Resolved at each enter."""
+
 Kind = Literal[
-    "capture", "fd", "path", "file", "devnull", "stdout", "text_stream", "bytes_stream", "callable", "logger"
+    "capture",
+    "fd",
+    "path",
+    "file",
+    "devnull",
+    "stdout",
+    "original",
+    "text_stream",
+    "bytes_stream",
+    "callable",
+    "logger",
 ]
 """How the native side sends output to a target (see ``classify``)."""
 
 ACCEPTED = (
     "None (capture), DEVNULL, STDOUT (stderr only), an fd (int), a path (str, bytes or os.PathLike), "
     "a file object backed by a real OS-level file, an object with a write() method, a callable, "
-    "or a logging.Logger"
+    "or a logging.Logger; or ORIGINAL (where the fd pointed before any redirect)"
 )
 
 
@@ -57,6 +86,8 @@ def classify(target: object, stream: str) -> tuple[Kind, Any]:
     """
     if target is None:
         return "capture", None
+    if target is ORIGINAL:
+        return "original", None
     if isinstance(target, bool):
         raise TypeError(f"target must be {ACCEPTED}, not bool")
     if isinstance(target, int):
@@ -84,6 +115,21 @@ def classify(target: object, stream: str) -> tuple[Kind, Any]:
     if callable(target):
         return "callable", None
     raise TypeError(f"target must be {ACCEPTED}, not {type(target).__name__}")
+
+
+def kernel_terminal(fd: int) -> int | None:
+    """Called (natively) when an ``ORIGINAL`` block enters: in a Jupyter kernel whose own fd
+    capture is on, the fd of the terminal it replaced (``OutStream.fileno()`` returns it), when
+    the kernel's stream for ``fd`` is the current ``sys`` stream; else ``None``."""
+    iostream = sys.modules.get("ipykernel.iostream")
+    stream = sys.stdout if fd == 1 else sys.stderr
+    if iostream is None or not isinstance(stream, iostream.OutStream):
+        return None
+    try:
+        terminal = stream.fileno()
+    except (OSError, ValueError):  # io.UnsupportedOperation: the kernel's fd capture is off
+        return None
+    return terminal if isinstance(terminal, int) and not isinstance(terminal, bool) else None
 
 
 def _is_binary(stream: object) -> bool:
