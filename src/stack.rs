@@ -160,6 +160,21 @@ pub fn exit(fd: RawFd, id: u64, keep_restored: bool) -> Result<Exited, Error> {
     })
 }
 
+/// A copy of where `fd` pointed before the oldest entry still on its stack (inherited ones
+/// included: a forked child shares its parent's), or of `fd` itself when none is; `None` when
+/// that was closed.
+pub fn original(fd: RawFd) -> Result<Option<OwnedFd>, Error> {
+    let mut stacks = lock_stacks();
+    let source = match stacks.stack(fd).first() {
+        Some(bottom) => match &bottom.saved {
+            Some(saved) => saved.as_raw_fd(),
+            None => return Ok(None),
+        },
+        None => fd,
+    };
+    Ok(fd::save(source)?)
+}
+
 /// Drop the ids of entries that have ended, on any fd. Never waits: when the stacks are busy
 /// (another thread switching, or a `fork()` in progress) nothing is dropped this time.
 pub fn retain_active(ids: &mut Vec<u64>) {
@@ -278,6 +293,23 @@ mod tests {
         write(fd, b"to devnull");
         assert_eq!(contents(first.capture.as_ref().unwrap()), b"1");
         assert_eq!(contents(second.capture.as_ref().unwrap()), b"2still second");
+    }
+
+    #[test]
+    fn original_is_where_the_fd_pointed_before_the_oldest_entry() {
+        let _serial = serial();
+        let keep = memfile::create().unwrap();
+        let fd = keep.as_raw_fd();
+        let before = fd::identity(fd);
+        let original_now = || fd::identity(original(fd).unwrap().unwrap().as_raw_fd());
+        assert_eq!(original_now(), before);
+        let outer = enter(fd, &Sink::Capture, false).unwrap();
+        let inner = enter(fd, &Sink::Capture, false).unwrap();
+        assert_eq!(original_now(), before);
+        exit(fd, outer.id, false).unwrap(); // out of order: the inner entry takes over its saved copy
+        assert_eq!(original_now(), before);
+        exit(fd, inner.id, false).unwrap();
+        assert_eq!(fd::identity(fd), before);
     }
 
     #[test]

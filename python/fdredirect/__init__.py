@@ -13,10 +13,11 @@ from . import _native
 from ._both import redirect_fds
 from ._native import Captured, __version__, flush_all
 from ._redirect import redirect_stderr_fd, redirect_stdout_fd
-from ._targets import DEVNULL, STDOUT
+from ._targets import DEVNULL, ORIGINAL, STDOUT
 
 __all__ = [
     "DEVNULL",
+    "ORIGINAL",
     "STDOUT",
     "Captured",
     "__version__",

@@ -26,7 +26,17 @@ __all__ = [
 __version__: str
 
 _Kind = Literal[
-    "capture", "fd", "path", "file", "devnull", "stdout", "text_stream", "bytes_stream", "callable", "logger"
+    "capture",
+    "fd",
+    "path",
+    "file",
+    "devnull",
+    "stdout",
+    "original",
+    "text_stream",
+    "bytes_stream",
+    "callable",
+    "logger",
 ]
 
 @disjoint_base
@@ -67,7 +77,8 @@ class Redirect:
             A ``Captured`` for ``"capture"``, else ``target``.
 
         Raises:
-            OSError: the sink could not be opened (with the path or fd), or the fd table is full.
+            OSError: the sink could not be opened (with the path or fd), the fd table is full, or
+                (``"original"``) the fd was closed before any redirect.
             BaseException: a ``KeyboardInterrupt`` (or other non-``Exception``) raised by a Python
                 stream's ``flush``; nothing was switched.
         """

@@ -96,6 +96,9 @@ class redirect_stdout_fd(_RedirectFd):  # noqa: N801 - named like contextlib.red
               runs*. A callable: called with each piece (``str``, or ``bytes`` if ``encoding=None``).
               A ``logging.Logger``: one record per line at ``level``, with
               ``extra={"fdredirect_fd": fd}``.
+            - ``ORIGINAL``: where fd 1 pointed before any redirect (before the oldest open block
+              of this library, and before a Jupyter kernel's own fd capture): out of every
+              enclosing block, e.g. to the terminal.
 
             For all but capture, ``__enter__`` returns ``target``.
         encoding: how output is decoded for text targets and :meth:`Captured.getvalue`, and how

@@ -17,10 +17,20 @@ import sys
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     import logging
-    from typing import Any, Literal, TypeGuard
+    from typing import Any, Final, Literal, TypeGuard
 
     Kind = Literal[
-        "capture", "fd", "path", "file", "devnull", "stdout", "text_stream", "bytes_stream", "callable", "logger"
+        "capture",
+        "fd",
+        "path",
+        "file",
+        "devnull",
+        "stdout",
+        "original",
+        "text_stream",
+        "bytes_stream",
+        "callable",
+        "logger",
     ]
     """How the native side sends output to a target (see ``classify``)."""
 
@@ -30,10 +40,28 @@ DEVNULL: int = -3
 STDOUT: int = -2
 """For stderr only: share whatever fd 1 points at, like the shell's ``2>&1``."""
 
+
+class _Original:
+    """The type of :data:`ORIGINAL` (one instance)."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "ORIGINAL"
+
+    def __reduce__(self) -> str:
+        return "ORIGINAL"
+
+
+ORIGINAL: Final = _Original()
+"""Where the fd pointed before any redirect: before the oldest open block of this library on it
+(the fd itself when none is open), and before a Jupyter kernel's own fd capture (the kernel's
+terminal). Resolved at each enter."""
+
 ACCEPTED = (
     "None (capture), DEVNULL, STDOUT (stderr only), an fd (int), a path (str, bytes or os.PathLike), "
     "a file object backed by a real OS-level file, an object with a write() method, a callable, "
-    "or a logging.Logger"
+    "or a logging.Logger; or ORIGINAL (where the fd pointed before any redirect)"
 )
 
 
@@ -60,6 +88,8 @@ def classify(target: object, stream: str) -> tuple[Kind, Any]:
     """
     if target is None:
         return "capture", None
+    if target is ORIGINAL:
+        return "original", None
     if isinstance(target, bool):
         raise TypeError(f"target must be {ACCEPTED}, not bool")
     if isinstance(target, int):
@@ -93,6 +123,21 @@ def is_logger(target: object) -> TypeGuard[logging.Logger]:
     """Whether ``target`` is a ``logging.Logger``; without logging imported, nothing can be one."""
     logging = sys.modules.get("logging")
     return logging is not None and isinstance(target, logging.Logger)
+
+
+def kernel_terminal(fd: int) -> int | None:
+    """Called (natively) when an ``ORIGINAL`` block enters: in a Jupyter kernel whose own fd
+    capture is on, the fd of the terminal it replaced (``OutStream.fileno()`` returns it), when
+    the kernel's stream for ``fd`` is the current ``sys`` stream; else ``None``."""
+    iostream = sys.modules.get("ipykernel.iostream")
+    stream = sys.stdout if fd == 1 else sys.stderr
+    if iostream is None or not isinstance(stream, iostream.OutStream):
+        return None
+    try:
+        terminal = stream.fileno()
+    except (OSError, ValueError):  # io.UnsupportedOperation: the kernel's fd capture is off
+        return None
+    return terminal if isinstance(terminal, int) and not isinstance(terminal, bool) else None
 
 
 def _is_binary(stream: object) -> bool:

@@ -97,7 +97,8 @@ impl Redirect {
         // Made before the switch: only setting it can fail after.
         let var = entered_var(py)?;
         let mut here = var.here_open(py)?;
-        let sink = self.plan.sink(py, self.target.bind(py))?;
+        let mut held = None;
+        let sink = self.plan.sink(py, self.fd, self.target.bind(py), &mut held)?;
         // An interrupt raised by a Python stream's flush: nothing is switched yet.
         flush_python(py)?;
         // A memory file cannot grow past RLIMIT_FSIZE: capture through a pipe (see `Captured`).

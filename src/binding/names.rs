@@ -15,6 +15,7 @@ pub static FDREDIRECT_FD: Interned = Interned::new("fdredirect_fd");
 pub static FILENO: Interned = Interned::new("fileno");
 pub static FLUSH: Interned = Interned::new("flush");
 pub static GETINCREMENTALDECODER: Interned = Interned::new("getincrementaldecoder");
+pub static KERNEL_TERMINAL: Interned = Interned::new("kernel_terminal");
 pub static LINE_BUFFERING: Interned = Interned::new("line_buffering");
 pub static LOG: Interned = Interned::new("log");
 pub static RECONFIGURE: Interned = Interned::new("reconfigure");
@@ -37,6 +38,7 @@ pub fn intern_all(py: Python<'_>) {
         &FILENO,
         &FLUSH,
         &GETINCREMENTALDECODER,
+        &KERNEL_TERMINAL,
         &LINE_BUFFERING,
         &LOG,
         &RECONFIGURE,

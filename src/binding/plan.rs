@@ -3,7 +3,7 @@
 //! each plan points the fd.
 
 use std::ffi::CString;
-use std::os::fd::RawFd;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
 
@@ -11,10 +11,11 @@ use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
 
+use super::errors::to_pyerr;
 use super::live::Mode;
 use super::names;
-use crate::error::Subject;
-use crate::stack::Sink;
+use crate::error::{Error, Subject};
+use crate::stack::{self, Sink};
 
 /// The target kinds `_targets.classify` names (`_targets.Kind`).
 #[derive(Clone, Copy)]
@@ -25,6 +26,7 @@ enum Kind {
     File,
     DevNull,
     Stdout,
+    Original,
     TextStream,
     BytesStream,
     Callable,
@@ -42,6 +44,7 @@ impl<'a, 'py> FromPyObject<'a, 'py> for Kind {
             "file" => Kind::File,
             "devnull" => Kind::DevNull,
             "stdout" => Kind::Stdout,
+            "original" => Kind::Original,
             "text_stream" => Kind::TextStream,
             "bytes_stream" => Kind::BytesStream,
             "callable" => Kind::Callable,
@@ -60,6 +63,8 @@ pub enum Plan {
     DevNull,
     /// `2>&1`: share whatever fd 1 points at.
     Stdout,
+    /// Where the fd pointed before any redirect (see `original`).
+    Original,
     /// A Python object that receives output while the block runs, through a pipe and the reader.
     Live(Mode),
 }
@@ -80,6 +85,7 @@ impl Plan {
             Kind::DevNull => Plan::DevNull,
             Kind::Stdout if fd == 2 => Plan::Stdout,
             Kind::Stdout => return Err(PyValueError::new_err("STDOUT is only a target for stderr")),
+            Kind::Original => Plan::Original,
             Kind::TextStream => Plan::Live(Mode::Text { call: false }),
             Kind::BytesStream => Plan::Live(Mode::Bytes { call: false }),
             Kind::Callable if text => Plan::Live(Mode::Text { call: true }),
@@ -89,8 +95,15 @@ impl Plan {
     }
 
     /// Where the fd is to point (`None`: a live target reads the block's pipe). Needs the GIL
-    /// for a file object, which is flushed first, then its fd used.
-    pub fn sink<'p>(&'p self, py: Python<'_>, target: &Bound<'_, PyAny>) -> PyResult<Option<Sink<'p>>> {
+    /// for a file object, which is flushed first, then its fd used. `held` keeps an fd the sink
+    /// names open until the switch is made.
+    pub fn sink<'p>(
+        &'p self,
+        py: Python<'_>,
+        fd: RawFd,
+        target: &Bound<'_, PyAny>,
+        held: &mut Option<OwnedFd>,
+    ) -> PyResult<Option<Sink<'p>>> {
         Ok(Some(match self {
             Plan::Capture => Sink::Capture,
             Plan::Fd(target) => Sink::Fd(*target),
@@ -101,6 +114,7 @@ impl Plan {
             }
             Plan::DevNull => Sink::DevNull,
             Plan::Stdout => Sink::Follow(1),
+            Plan::Original => Sink::Fd(original(py, fd, held)?),
             Plan::Live(_) => return Ok(None),
         }))
     }
@@ -121,4 +135,23 @@ impl Plan {
             _ => Subject::Nothing,
         }
     }
+}
+
+/// Where `fd` pointed before any redirect: before the oldest block of this library still open
+/// on it (the fd itself when there is none), and before a Jupyter kernel's own fd capture
+/// (`_targets.kernel_terminal`). Other redirects made before the oldest block are not undone:
+/// what they replaced is not known here.
+fn original(py: Python<'_>, fd: RawFd, held: &mut Option<OwnedFd>) -> PyResult<RawFd> {
+    let kernel = py
+        .import("fdredirect._targets")?
+        .getattr(names::KERNEL_TERMINAL.get(py))?
+        .call1((fd,))?;
+    if let Some(terminal) = kernel.extract::<Option<RawFd>>()? {
+        return Ok(terminal);
+    }
+    let closed = || Error::os(std::io::Error::from_raw_os_error(libc::EBADF), Subject::Fd(fd));
+    let original = stack::original(fd)
+        .and_then(|o| o.ok_or_else(closed))
+        .map_err(to_pyerr)?;
+    Ok(held.insert(original).as_raw_fd())
 }
