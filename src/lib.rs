@@ -9,6 +9,7 @@ mod error;
 mod fd;
 mod flush;
 mod fork;
+mod linebuf;
 mod locks;
 mod memfile;
 mod reader;
@@ -18,7 +19,11 @@ use pyo3::prelude::*;
 
 #[pymodule]
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
-    fork::install_handlers(binding::live::hold_for_fork);
+    fork::install_handlers(|| {
+        let mut held = binding::live::hold_for_fork();
+        held.extend(linebuf::hold_for_fork());
+        held
+    });
     binding::make_once(m.py())?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     m.add_class::<binding::redirect::Redirect>()?;
