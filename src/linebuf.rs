@@ -3,11 +3,11 @@
 //!
 //! The order guarantee is a terminal's line buffering: a complete line reaches the fd when its
 //! `\n` is written, before the `write` call that completes it returns, so complete lines keep
-//! their order with native output that is flushed after them (a native write can happen at any
-//! moment, so nothing stronger is possible without a syscall per `write`). A partial line waits
-//! for its newline, a `flush()` in its thread, any switch (enter or exit of a block, `fork`, a crash dump,
-//! interpreter exit) or `FULL` bytes. `print("line", i)` makes four writes: one syscall per line
-//! instead of four.
+//! their order with native output flushed after them. Holding several lines would let native
+//! output written between them overtake them, and native writes cannot be seen coming: a line is
+//! the most that can be held. A partial line waits for its newline, a `flush()` in its thread, a
+//! switch (enter or exit of a block, `fork`, a crash dump, interpreter exit) or `FULL` bytes.
+//! `print("line", i)` makes four writes: one syscall per line instead of four.
 //!
 //! Threads: each thread has its own partial line, and its line is written with one `write` call
 //! once complete, so lines from concurrent threads never mix within a line (even `print` with
@@ -15,8 +15,9 @@
 //! thread's partial line and a thread completing its line cannot overtake each other.
 //!
 //! The turn is a flag under a mutex held only for a few instructions, never across the syscall
-//! or while waiting for the GIL: a `fork()` in another thread while a line is being written
-//! leaves the flag set in the child, where the fork generation shows it as the parent's.
+//! or while waiting for the GIL (the fork handlers take it: `hold_for_fork`). A `fork()` in
+//! another thread while a line is being written leaves the flag set in the child, where the fork
+//! generation shows it as the parent's.
 
 use std::io;
 use std::os::fd::RawFd;
@@ -101,6 +102,28 @@ pub fn hold_for_fork() -> Vec<Box<dyn std::any::Any>> {
         .iter()
         .map(|b| Box::new(lock(&b.state)) as Box<dyn std::any::Any>)
         .collect()
+}
+
+/// At a crash, in the signal handler once the dump has restored fds 1 and 2: every partial line
+/// goes where its fd points now, after the captured output, as libc's buffers do (see
+/// `crash::dump::flush_libc`). Only when the lock is free (a thread may hold it at the crash); no
+/// allocation, nothing but a try-lock, `write(2)` and an unlock.
+pub fn write_at_crash() {
+    for buffer in &BUFFERS {
+        let mut state = match buffer.state.try_lock() {
+            Ok(state) => state,
+            Err(std::sync::TryLockError::Poisoned(poisoned)) => poisoned.into_inner(),
+            Err(std::sync::TryLockError::WouldBlock) => continue,
+        };
+        let state = &mut *state;
+        for pending in std::iter::once(&mut state.unwritten).chain(state.partial.iter_mut().map(|(_, p)| p)) {
+            let mut written = 0;
+            while fd::write_all(buffer.fd, pending, &mut written).is_err_and(|e| e.kind() == io::ErrorKind::Interrupted)
+            {
+            }
+            pending.clear(); // a process that survives the signal must not write it again
+        }
+    }
 }
 
 impl LineBuffer {

@@ -9,9 +9,10 @@ mix within a line, also while another thread flushes.
 
 from __future__ import annotations
 
+import signal
 from pathlib import Path
 
-from conftest import run_ok
+from conftest import run_child, run_ok
 
 
 def test_complete_lines_keep_their_order_with_flushed_native_output(unbuffered: bool) -> None:
@@ -176,3 +177,20 @@ sys.stdout.write("tail")
     )
     assert log.read_text() == "line\ntail"
     assert child.out == b""
+
+
+def test_a_partial_line_reaches_the_original_fd_at_a_crash(unbuffered: bool) -> None:
+    child = run_child(
+        """
+import ctypes, sys
+from fdredirect import redirect_stdout_fd
+with redirect_stdout_fd():
+    print("line")
+    sys.stdout.write("partial")
+    ctypes.string_at(0)
+""",
+        unbuffered=unbuffered,
+        timeout=30,
+    )
+    assert child.returncode == -signal.SIGSEGV
+    assert child.out == b"line\npartial"
