@@ -11,6 +11,7 @@ mod fd;
 mod flush;
 mod fork;
 mod handover;
+mod linebuf;
 mod locks;
 mod memfile;
 mod poll;
@@ -23,7 +24,11 @@ use pyo3::prelude::*;
 
 #[pymodule]
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
-    fork::install_handlers(binding::live::hold_for_fork);
+    fork::install_handlers(|| {
+        let mut held = binding::live::hold_for_fork();
+        held.extend(linebuf::hold_for_fork());
+        held
+    });
     binding::make_once(m.py())?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     m.add_class::<binding::redirect::Redirect>()?;

@@ -163,8 +163,8 @@ def test_writer_takes_attribute_assignment_like_ipythons_tee() -> None:
 def test_writer_has_the_text_stream_attributes_code_reads() -> None:
     with redirect_stdout_fd():
         writer = sys.stdout
-        assert writer.write_through is True  # type: ignore[attr-defined]
-        assert writer.line_buffering is False
+        assert writer.write_through is False  # type: ignore[attr-defined]
+        assert writer.line_buffering is True
         assert writer.newlines is None
         writer.reconfigure(line_buffering=True)  # type: ignore[attr-defined]
         for call in (writer.tell, writer.detach, writer.read, writer.readline):  # type: ignore[attr-defined]

@@ -185,13 +185,15 @@ class Captured:
 
 @final
 class FdWriter:
-    """The write-through stand-in for ``sys.stdout``/``sys.stderr`` inside a block."""
+    """The line-buffered stand-in for ``sys.stdout``/``sys.stderr`` inside a block: a complete line
+    reaches the fd before the write that completes it returns."""
 
     def write(self, data: str | bytes | bytearray | memoryview) -> int: ...
     def writelines(self, lines: Any) -> None: ...
     def flush(self) -> None:
-        """An ordering barrier: flush the native runtimes; live and tee blocks on the fd deliver
-        everything written so far to their targets, which are then flushed."""
+        """Write this thread's partial line, then an ordering barrier: flush the native runtimes;
+        live and tee blocks on the fd deliver everything written so far to their targets, which
+        are then flushed."""
     def close(self) -> None: ...
     def fileno(self) -> int: ...
     def isatty(self) -> bool: ...

@@ -50,5 +50,6 @@ pub fn flush_all(py: Python<'_>) -> PyResult<()> {
 /// undelivered to the original destination, so the process never hangs on them.
 #[pyfunction]
 pub fn shutdown(py: Python<'_>) {
+    let _ = streams::drain_writers(py); // a partial line still lands in its block
     live::shutdown(py);
 }

@@ -3,7 +3,7 @@
 //! - `writer`: the native writer that stands in for `sys.stdout`/`sys.stderr` inside a block.
 //! - `swap`: putting it in place at the outermost enter, and back at the outermost exit.
 //! - `line_buffering`: `sys.__stdout__`/`sys.__stderr__` made line-buffered while a block is open.
-//! - here: flushing every Python-level stream before a switch.
+//! - here: flushing every Python-level stream before a switch (the writers' line buffers too).
 
 mod line_buffering;
 mod swap;
@@ -52,7 +52,9 @@ pub fn make_once(py: Python<'_>) -> PyResult<()> {
     Ok(())
 }
 
-/// Flush `sys.stdout`, `sys.stderr`, `sys.__stdout__`, `sys.__stderr__`.
+/// Write out the writers' partial lines, then flush `sys.stdout`, `sys.stderr`, `sys.__stdout__`,
+/// `sys.__stderr__`. The writers are drained even when `sys.stdout` is no longer one of them: code
+/// may keep a reference to it (`print(file=...)`, a logging handler made inside the block).
 ///
 /// A stream that cannot flush (closed, a broken pipe) must not stop a redirect: the redirect's
 /// job is to point the fd somewhere that works, and the stream reports its own fault at its next
@@ -60,8 +62,10 @@ pub fn make_once(py: Python<'_>) -> PyResult<()> {
 /// raised by a Python stream's `flush` or a signal handler running inside it) must never be lost:
 /// the other streams are still flushed, then the first such exception is returned.
 pub fn flush_python(py: Python<'_>) -> PyResult<()> {
-    let Ok(sys) = sys_module(py) else { return Ok(()) };
-    let mut interrupted = None;
+    let mut interrupted = drain_writers(py).err();
+    let Ok(sys) = sys_module(py) else {
+        return interrupted.map_or(Ok(()), Err);
+    };
     let mut flushed: [usize; 4] = [0; 4];
     let streams = [(1, false), (2, false), (1, true), (2, true)];
     for (i, (fd, dunder)) in streams.into_iter().enumerate() {
@@ -73,11 +77,25 @@ pub fn flush_python(py: Python<'_>) -> PyResult<()> {
             continue;
         }
         flushed[i] = id;
-        if let Err(err) = stream.call_method0(names::FLUSH.get(py)) {
-            if !err.is_instance_of::<PyException>(py) && interrupted.is_none() {
-                interrupted = Some(err);
-            }
-        }
+        keep_interrupt(py, stream.call_method0(names::FLUSH.get(py)), &mut interrupted);
     }
     interrupted.map_or(Ok(()), Err)
+}
+
+/// Write out the writers' partial lines (see `flush_python` for which errors are returned).
+pub fn drain_writers(py: Python<'_>) -> PyResult<()> {
+    let mut interrupted = None;
+    for fd in [1, 2] {
+        keep_interrupt(py, writer::drain(py, fd), &mut interrupted);
+    }
+    interrupted.map_or(Ok(()), Err)
+}
+
+/// Drop an ordinary exception of a flush (see `flush_python`); keep the first other one.
+fn keep_interrupt<T>(py: Python<'_>, result: PyResult<T>, interrupted: &mut Option<PyErr>) {
+    if let Err(err) = result {
+        if !err.is_instance_of::<PyException>(py) && interrupted.is_none() {
+            *interrupted = Some(err);
+        }
+    }
 }

@@ -187,6 +187,7 @@ extern "C" fn on_fatal(signal: libc::c_int, info: *mut libc::siginfo_t, context:
         let count = claim_all(crate::fork::generation(), &mut claimed);
         let fds = dump(&claimed[..count], &mut restored);
         flush_libc();
+        crate::linebuf::write_at_crash();
         (count, fds)
     } else {
         (0, 0)

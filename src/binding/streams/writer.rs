@@ -1,8 +1,8 @@
 //! `FdWriter`: what `sys.stdout`/`sys.stderr` are inside a block (one per fd, made once).
 //!
-//! It writes straight to the fd, with no Python-side buffer, so `print` and flushed native output
-//! reach the fd in call order, also when `sys.stdout` was not fd 1 at all (a `StringIO`, pytest, a
-//! Jupyter kernel).
+//! It writes to the fd itself, line-buffered (`linebuf`: a complete line reaches the fd before the
+//! `write` that completes it returns), so `print`ed lines and flushed native output reach the fd in
+//! call order, also when `sys.stdout` was not fd 1 at all (a `StringIO`, pytest, a Jupyter kernel).
 
 use std::os::fd::RawFd;
 use std::sync::Mutex;
@@ -16,6 +16,7 @@ use super::slot;
 use crate::binding::errors::io_error;
 use crate::binding::{lock, names};
 use crate::fd;
+use crate::linebuf::{self, LineBuffer};
 
 /// What the writer does with characters its encoding cannot represent: never fail a `print`.
 const WRITER_ERRORS: &str = "backslashreplace";
@@ -52,6 +53,30 @@ pub(super) fn make_once(py: Python<'_>) -> PyResult<()> {
     writer(py, 1).map(|_| ())
 }
 
+/// Run a blocking step of `fd`'s line buffer with the GIL released (the fd may be a pipe whose
+/// reader needs this thread to let go of it). A signal interrupting the write runs the Python
+/// handlers, which may raise (Ctrl-C on a write blocked on a full pipe) or print themselves: the
+/// buffer keeps what is left, and writes it first at its next step.
+fn emit(py: Python<'_>, fd: RawFd, step: impl FnOnce(&LineBuffer) -> std::io::Result<()> + Send) -> PyResult<()> {
+    let buffer = linebuf::for_fd(fd);
+    let mut result = py.detach(|| step(buffer));
+    loop {
+        match result {
+            Ok(()) => return Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {
+                py.check_signals()?;
+                result = py.detach(|| buffer.resume());
+            }
+            Err(e) => return Err(io_error(e)),
+        }
+    }
+}
+
+/// Write out every thread's partial line on `fd` (a switch or a flush is coming).
+pub(super) fn drain(py: Python<'_>, fd: RawFd) -> PyResult<()> {
+    emit(py, fd, LineBuffer::drain)
+}
+
 /// `io.UnsupportedOperation(name)`, as a text stream that cannot do `name` raises.
 fn unsupported(py: Python<'_>, name: &str) -> PyErr {
     let made = py
@@ -70,17 +95,12 @@ impl FdWriter {
         std::mem::replace(&mut *lock(py, &self.encoding), encoding)
     }
 
+    /// Keep `data` in the line buffer, writing out what it completes (see `linebuf`).
     fn write_bytes(&self, py: Python<'_>, data: &[u8]) -> PyResult<()> {
-        let fd = self.fd;
-        let mut written = 0;
-        loop {
-            // Released: the fd may be a pipe whose reader needs this thread to let go of the GIL.
-            match py.detach(|| fd::write_all(fd, data, &mut written)) {
-                Ok(()) => return Ok(()),
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => py.check_signals()?,
-                Err(e) => return Err(io_error(e)),
-            }
+        if linebuf::for_fd(self.fd).keep(data) {
+            return Ok(());
         }
+        emit(py, self.fd, |buffer| buffer.write_lines(data))
     }
 
     fn encode<'py>(&self, text: &Bound<'py, PyString>) -> PyResult<Bound<'py, PyBytes>> {
@@ -98,7 +118,7 @@ impl FdWriter {
 
 #[pymethods]
 impl FdWriter {
-    /// Write `str` (encoded) or bytes-like data straight to the fd. Returns the length written.
+    /// Write `str` (encoded) or bytes-like data, line-buffered. Returns the length written.
     fn write(&self, py: Python<'_>, data: &Bound<'_, PyAny>) -> PyResult<usize> {
         if let Ok(text) = data.cast::<PyString>() {
             let bytes = self.encode(text)?;
@@ -123,11 +143,13 @@ impl FdWriter {
         Ok(())
     }
 
-    /// Every write has already reached the fd; flushing is an ordering barrier beyond it (as
-    /// ipykernel, ipywidgets and matplotlib use it before a display): the native runtimes are
-    /// flushed, and live and tee blocks on the fd hand everything written so far to their
-    /// targets, which are flushed, before this returns.
+    /// Writes out this thread's partial line (another thread's would be split: it is written at its
+    /// newline or the next switch), then is an ordering barrier beyond the fd (as ipykernel,
+    /// ipywidgets and matplotlib use it before a display): the native runtimes are flushed, and
+    /// live and tee blocks on the fd hand everything written so far to their targets, which are
+    /// flushed, before this returns.
     fn flush(&self, py: Python<'_>) -> PyResult<()> {
+        emit(py, self.fd, LineBuffer::flush_mine)?;
         crate::binding::redirect::sync_fd(py, self.fd)
     }
 
@@ -181,17 +203,16 @@ impl FdWriter {
 
     #[getter]
     fn line_buffering(&self) -> bool {
-        false
-    }
-
-    /// Every write goes straight to the fd.
-    #[getter]
-    fn write_through(&self) -> bool {
         true
     }
 
-    /// Accepted and ignored (the writer has no buffer; its encoding is the block's): code that
-    /// reconfigures `sys.stdout` must not fail inside a block.
+    #[getter]
+    fn write_through(&self) -> bool {
+        false
+    }
+
+    /// Accepted and ignored (the writer is always line-buffered; its encoding is the block's):
+    /// code that reconfigures `sys.stdout` must not fail inside a block.
     #[pyo3(signature = (**_options))]
     fn reconfigure(&self, _options: Option<&Bound<'_, PyDict>>) {}
 
