@@ -26,7 +26,7 @@ PRELUDE = """\
 import ctypes, faulthandler, io, os, signal, sys, threading
 from fdredirect import redirect_stderr_fd, redirect_stdout_fd
 from fdredirect.testing import c_fprintf_stderr, c_printf, c_write
-from childlib import Seen, writes
+from childlib import Seen, report, writes
 """
 
 
@@ -261,7 +261,7 @@ def test_python_handler_that_survives_keeps_the_block(unbuffered: bool) -> None:
             print("before")
             os.kill(os.getpid(), signal.SIGFPE)
             print("after")
-        sys.stderr.write(repr(out.getvalue()) + "\\n")
+        report(out.getvalue())
         """,
         unbuffered,
     )

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from fdredirect import STDOUT, redirect_stderr_fd, redirect_stdout_fd
 from fdredirect.testing import c_emit, c_printf, c_write, pattern
-from helpers import last_report, open_fds, quiet_logger, run_ok
+from helpers import last_report, open_fds, quiet_logger, run_file_ok, run_ok
 
 MIB = 1 << 20
 
@@ -333,29 +333,6 @@ report(stream.getvalue())
 def test_a_synchronisation_point_reached_during_interpreter_exit_returns_at_once() -> None:
     # At exit the shutdown hook takes every open live block's delivery for good; a thread that
     # then flushes (a kernel's I/O thread flushing its streams, which syncs) must not wait for it.
-    child = run_ok(
-        """
-import atexit, io, sys, threading, time
-errors = []
-def sync():
-    try:
-        block.sync()
-    except BaseException as exc:
-        errors.append(repr(exc))
-def late_sync():
-    worker = threading.Thread(target=sync)
-    start = time.monotonic()
-    worker.start()
-    worker.join(10)
-    sys.__stderr__.write(repr((worker.is_alive(), time.monotonic() - start < 1, errors)) + "\\n")
-atexit.register(late_sync)  # registered first: runs after fdredirect's own exit hook
-from fdredirect import redirect_stdout_fd
-from fdredirect.testing import c_write
-block = redirect_stdout_fd(io.StringIO())
-block.__enter__()
-c_write(1, "pending at exit\\n")
-""",
-        timeout=30,
-    )
+    child = run_file_ok("sync_at_exit.py", timeout=30)
     assert child.err.strip().splitlines()[-1] == b"(False, True, [])"
     assert child.out in (b"", b"pending at exit\n")

@@ -12,7 +12,7 @@ import pytest
 
 from fdredirect import DEVNULL, STDOUT, redirect_stderr_fd, redirect_stdout_fd
 from fdredirect.testing import c_printf, c_write
-from helpers import run_ok
+from helpers import run_file_ok, run_ok
 
 
 def test_nested_mix_of_targets_restores_each_level(tmp_path: Path, unbuffered: bool) -> None:
@@ -58,69 +58,14 @@ def test_one_instance_reused_and_nested() -> None:
 
 
 def test_threads_exiting_out_of_order_lose_nothing(unbuffered: bool) -> None:
-    child = run_ok(
-        """
-import sys, threading
-from fdredirect import redirect_stdout_fd
-from fdredirect.testing import c_write
-from childlib import report
-a_entered, b_entered, a_left = threading.Event(), threading.Event(), threading.Event()
-results = {}
-def a():
-    with redirect_stdout_fd() as out:
-        c_write(1, "a1 ")
-        a_entered.set(); b_entered.wait()
-        c_write(1, "a2 ")   # fd 1 is b's capture now: lands there
-    results["a"] = out.getvalue()
-    a_left.set()
-def b():
-    a_entered.wait()
-    with redirect_stdout_fd() as out:
-        c_write(1, "b1 ")
-        b_entered.set(); a_left.wait()
-        c_write(1, "b2 ")   # a left first; fd 1 must still be b's capture
-    results["b"] = out.getvalue()
-ts = [threading.Thread(target=a), threading.Thread(target=b)]
-for t in ts: t.start()
-for t in ts: t.join()
-c_write(1, "after\\n")
-print(sys.stdout is sys.__stdout__)
-report(results)
-""",
-        unbuffered=unbuffered,
-    )
+    child = run_file_ok("threads_leaving_out_of_order.py", unbuffered=unbuffered)
     assert child.out == b"after\nTrue\n"
     results = eval(child.err.strip())
     assert results == {"a": "a1 ", "b": "b1 a2 b2 "}
 
 
 def test_many_threads_overlapping_keep_fd_sane() -> None:
-    # The writers hold the GIL, so no write() is still in flight in the kernel when another
-    # thread's block ends (that one write would land in the ended block's sink: README, Limits).
-    child = run_ok(
-        """
-import os, sys, threading, random
-from fdredirect import redirect_stdout_fd
-from fdredirect.testing import c_write
-inode = os.fstat(1).st_ino
-total = []
-def worker(n):
-    for i in range(300):
-        with redirect_stdout_fd() as out:
-            c_write(1, f"{n}.{i};", hold_gil=True)
-        total.append(out.getvalue())
-ts = [threading.Thread(target=worker, args=(n,)) for n in range(4)]
-for t in ts: t.start()
-for t in ts: t.join()
-assert os.fstat(1).st_ino == inode
-assert sys.stdout is sys.__stdout__
-every = "".join(total)
-# every byte written is in exactly one capture
-assert sorted(every.split(";")[:-1] if every.endswith(";") else every.split(";")) == sorted(
-    [f"{n}.{i}" for n in range(4) for i in range(300)]), every[:200]
-print("ok")
-"""
-    )
+    child = run_file_ok("overlapping_threads.py")
     assert child.out == b"ok\n"
 
 

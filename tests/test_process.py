@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from helpers import last_report, run_file_ok, run_ok
+from helpers import child_env, last_report, run_file_ok, run_ok
 
 
 def test_fork_inside_block(unbuffered: bool) -> None:
@@ -128,8 +128,8 @@ def test_c_stdout_first_used_inside_a_block_stays_line_buffered_on_a_terminal() 
         time.sleep(3)
         """
     )
-    env = dict(os.environ)
-    env.pop("PYTHONUNBUFFERED", None)  # with it set, CPython makes C stdout unbuffered anyway
+    # PYTHONUNBUFFERED unset: with it set, CPython makes C stdout unbuffered anyway.
+    env = child_env(unbuffered=False)
     leader, follower = os.openpty()
     proc = subprocess.Popen([sys.executable, "-c", code], stdout=follower, stderr=subprocess.DEVNULL, env=env)
     os.close(follower)

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from helpers import Emitters, run_ok
+from helpers import Emitters, last_report, run_ok
 
 CODE = """
 import ctypes, sys
 from fdredirect import redirect_stdout_fd, redirect_stderr_fd
+from childlib import report
 cxx = ctypes.CDLL({cxx!r})
 fortran = ctypes.CDLL({fortran!r})
 {setup}
@@ -20,7 +21,7 @@ with redirect_stderr_fd() as err:
 cxx.cxx_cout(b"cout after\\n")
 fortran.fortran_write(2)
 print("py after", flush=True)
-sys.__stderr__.write("OUT=" + repr(out.getvalue()) + "\\n" + "ERR=" + repr(err.getvalue()) + "\\n")
+report((out.getvalue(), err.getvalue()))
 """
 
 
@@ -28,9 +29,7 @@ def _run(emitters: Emitters, unbuffered: bool, setup: str = "") -> tuple[bytes, 
     child = run_ok(
         CODE.format(cxx=str(emitters.cxx), fortran=str(emitters.fortran), setup=setup), unbuffered=unbuffered
     )
-    lines = child.err.decode().splitlines()
-    out = next(x for x in lines if x.startswith("OUT="))[4:]
-    err = next(x for x in lines if x.startswith("ERR="))[4:]
+    out, err = last_report(child)
     return child.out, out, err
 
 
@@ -38,8 +37,8 @@ def test_cout_clog_and_fortran_are_flushed_into_the_block(emitters: Emitters, un
     real, out, err = _run(emitters, unbuffered)
     # Fortran's unit 6 has its own buffer, flushed at the switch: its line comes after the C++
     # lines written to libc's stdout, never outside the block.
-    assert sorted(eval(out).splitlines()) == ["cout again", "cout inside", "fortran line 1"]
-    assert eval(err) == "clog inside\n"
+    assert sorted(out.splitlines()) == ["cout again", "cout inside", "fortran line 1"]
+    assert err == "clog inside\n"
     assert b"inside" not in real
     assert b"again" not in real
     assert b"py before\n" in real
@@ -49,7 +48,7 @@ def test_cout_clog_and_fortran_are_flushed_into_the_block(emitters: Emitters, un
 
 def test_cout_without_sync_with_stdio(emitters: Emitters, unbuffered: bool) -> None:
     real, out, _ = _run(emitters, unbuffered, setup="cxx.cxx_unsync()")
-    assert sorted(eval(out).splitlines()) == ["cout again", "cout inside", "fortran line 1"]
+    assert sorted(out.splitlines()) == ["cout again", "cout inside", "fortran line 1"]
     assert b"inside" not in real
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import run_child, run_file
+from helpers import child_env, run_child, run_file
 
 # A hang is reported as a timeout of the child after this long (every case here takes under 2 s).
 SHORT = 5
@@ -218,7 +218,9 @@ import io, sys
 with redirect_stdout_fd(io.StringIO() if {live} else None, tee=True):
     c_emit(1, 1 << 20)
 """
-    child = subprocess.Popen([sys.executable, "-c", code], stdout=write_end, stderr=subprocess.PIPE)
+    child = subprocess.Popen(
+        [sys.executable, "-c", code], stdout=write_end, stderr=subprocess.PIPE, env=child_env(unbuffered=True)
+    )
     os.close(write_end)
     try:
         time.sleep(0.3)

@@ -12,7 +12,7 @@ import pytest
 
 from fdredirect import DEVNULL, STDOUT, redirect_stderr_fd, redirect_stdout_fd
 from fdredirect.testing import c_write
-from helpers import open_fds, run_ok
+from helpers import open_fds, run_file_ok, run_ok
 
 
 def test_constants_equal_subprocess() -> None:
@@ -199,31 +199,7 @@ def test_objects_with_a_fileno_that_are_not_real_files_are_live_targets() -> Non
 
 
 def test_fd_table_full_is_emfile_and_changes_nothing() -> None:
-    child = run_ok(
-        """
-import errno, os, resource, sys
-from fdredirect import redirect_stdout_fd
-resource.setrlimit(resource.RLIMIT_NOFILE, (64, 64))
-hogs = []
-try:
-    while True:
-        hogs.append(os.open("/dev/null", os.O_RDONLY))
-except OSError:
-    pass
-before = (os.fstat(1).st_ino, sys.stdout, len(os.listdir("/proc/self/fd")) if False else None)
-try:
-    with redirect_stdout_fd():
-        pass
-except OSError as e:
-    assert e.errno == errno.EMFILE, e
-    assert (os.fstat(1).st_ino, sys.stdout, None) == before
-    print("EMFILE")
-os.close(hogs.pop()); os.close(hogs.pop())
-with redirect_stdout_fd() as out:
-    print("works again")
-print(out.getvalue().strip())
-"""
-    )
+    child = run_file_ok("fd_table_full.py")
     assert child.out == b"EMFILE\nworks again\n"
 
 
