@@ -224,3 +224,38 @@ def test_a_bad_marker_is_a_clear_error(pytester: pytest.Pytester, marker: str, m
     result = _run(pytester)
     result.assert_outcomes(errors=1)
     result.stdout.fnmatch_lines([f"*TypeError: {message}*"])
+
+
+def test_set_from_a_fixture_or_the_test(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        """
+        import pytest
+        from fdredirect.testing import c_write
+
+        @pytest.fixture
+        def live(capall):
+            capall.tee = True
+            return capall
+
+        def test_live(live):
+            c_write(1, "seen live\\n")
+            c_write(2, "err live\\n")
+            assert live.readouterr() == ("seen live\\n", "err live\\n")
+
+        def test_merged_from_here_on(capall):
+            c_write(2, "before\\n")
+            capall.merged = True
+            c_write(1, "a\\n")
+            c_write(2, "b\\n")
+            assert capall.readouterr() == ("a\\nb\\n", "before\\n")
+            assert (capall.tee, capall.merged) == (False, True)
+
+        def test_not_a_bool(capall):
+            with pytest.raises(TypeError, match="^capall.tee must be a bool, not str$"):
+                capall.tee = "yes"
+        """
+    )
+    result = _run(pytester)
+    result.assert_outcomes(passed=3)
+    assert result.stdout.lines[0] == "seen live"
+    assert result.stderr.lines == ["err live"]

@@ -8,7 +8,8 @@ option ``fdredirect_flush = false`` turns that off.
 
 ``capall`` can also show everything on the terminal as it is written (``--capall-tee``, ini
 ``capall_tee``), and keep stdout and stderr as one stream in write order (``--capall-merged``, ini
-``capall_merged``); ``@pytest.mark.capall(tee=..., merged=...)`` sets either for one test.
+``capall_merged``); ``@pytest.mark.capall(tee=..., merged=...)`` sets either for one test, and
+``capall.tee``/``capall.merged`` change it during a test (from a fixture, say).
 """
 
 from __future__ import annotations
@@ -51,8 +52,8 @@ class CapAll(Generic[AnyStr]):
     def __init__(self, binary: bool, config: pytest.Config, *, tee: bool = False, merged: bool = False) -> None:
         self._binary = binary
         self._config = config
-        self.tee = tee
-        self.merged = merged
+        self._tee = tee
+        self._merged = merged
         self._out = bytearray()
         self._err = bytearray()
         self._reported = (0, 0)  # what the report sections already show
@@ -76,19 +77,19 @@ class CapAll(Generic[AnyStr]):
             return result
 
         try:
-            if self.tee:
+            if self._tee:
                 # Under pytest's fd capture the fds point at its capture files: point them back at
                 # the terminal it saved first, so that the tee copy goes there.
                 for fd, saved, _ in pytest_captures:
                     if fd == 1:
                         enter(redirect_stdout_fd(saved))
-                    elif not self.merged:
+                    elif not self._merged:
                         enter(redirect_stderr_fd(saved))
-            out = enter(redirect_stdout_fd(encoding=None, tee=self.tee))
-            if self.merged:  # fd 2 joins fd 1's capture, and its tee with it
+            out = enter(redirect_stdout_fd(encoding=None, tee=self._tee))
+            if self._merged:  # fd 2 joins fd 1's capture, and its tee with it
                 err = enter(redirect_stderr_fd(STDOUT))
             else:
-                err = enter(redirect_stderr_fd(encoding=None, tee=self.tee))
+                err = enter(redirect_stderr_fd(encoding=None, tee=self._tee))
         except BaseException:
             _exit_all(entered)
             raise
@@ -108,6 +109,36 @@ class CapAll(Generic[AnyStr]):
         for guard in self._guards:
             _native.crash_unguard(guard)
         self._guards = []
+
+    @property
+    def tee(self) -> bool:
+        """Whether output also reaches the terminal as it is written. Settable during the test
+        (e.g. by a fixture that requests ``capall``): from then on."""
+        return self._tee
+
+    @tee.setter
+    def tee(self, value: bool) -> None:
+        self._switch(value, self._merged)
+
+    @property
+    def merged(self) -> bool:
+        """Whether stdout and stderr form one stream in write order (``out``). Settable during the
+        test: what was captured before stays where it is."""
+        return self._merged
+
+    @merged.setter
+    def merged(self, value: bool) -> None:
+        self._switch(self._tee, value)
+
+    def _switch(self, tee: bool, merged: bool) -> None:
+        for name, value in (("tee", tee), ("merged", merged)):
+            if not isinstance(value, bool):
+                raise TypeError(f"capall.{name} must be a bool, not {type(value).__name__}")
+        running = self._blocks is not None
+        self._stop()
+        self._tee, self._merged = tee, merged
+        if running:
+            self._start()
 
     def _decode(self, data: bytes) -> AnyStr:
         return data if self._binary else data.decode("utf-8", "replace")  # type: ignore[return-value]
