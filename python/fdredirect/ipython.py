@@ -14,6 +14,13 @@ stays the kernel's:
   kernel's streams (ipykernel, IPython and ipywidgets flush them before display data, results,
   errors, ``clear_output`` and a widget's exit), and the start and end of each cell. Between
   them, the delivery thread delivers native output as it arrives.
+- stdout and stderr keep their relative order where native output is involved: the kernel
+  collects each stream's text and publishes it later, one stream after the other, so before text
+  goes to one stream after native text went to the other (or native text after any text went to
+  the other), the other stream is flushed, which publishes what it holds first. A cell of pure
+  Python output is published exactly as without the extension. Native writes to fd 1 and fd 2
+  come through two pipes: their relative order is kept when the delivery thread takes them apart
+  (about one thread wake-up between them); a faster burst may come grouped by stream.
 """
 
 from __future__ import annotations
@@ -55,10 +62,14 @@ class _Forward:
     """
 
     def __init__(self, fd: int, fallback: Any) -> None:
+        self.fd = fd
         self.name = _NAMES[fd]
         self.fallback = fallback
 
     def __call__(self, text: str) -> None:
+        extension = _CURRENT
+        if extension is not None:
+            extension.order(self.fd, native=True)
         stream = getattr(sys, self.name, None)
         if stream is None or stream is self.fallback or _writes_to_std_fd(stream):
             self.fallback.write(text)
@@ -81,18 +92,25 @@ class _Synced:
 
     Installed as an instance attribute, as IPython's ``_tee`` does: Python output keeps the
     stream's own code. Harmless once the extension is unloaded (it only calls through).
+    Before a write, native output of both fds is delivered (so stdout and stderr keep their
+    order); before a flush, that of the stream's own fd.
     """
 
-    __slots__ = ("call", "fd")
+    __slots__ = ("call", "fd", "write")
 
-    def __init__(self, call: Any, fd: int) -> None:
+    def __init__(self, call: Any, fd: int, write: bool) -> None:
         self.call = call
         self.fd = fd
+        self.write = write
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         extension = _CURRENT
         if extension is not None:
-            extension.syncs[self.fd]()  # the block's own method: this runs before every write
+            if self.write:
+                extension.sync_all()
+                extension.order(self.fd, native=False)
+            else:
+                extension.syncs[self.fd]()
         return self.call(*args, **kwargs)
 
 
@@ -101,7 +119,7 @@ def _wrap(stream: object, attribute: str, fd: int) -> _Synced | None:
     current = getattr(stream, attribute, None)
     if current is None or isinstance(current, _Synced):
         return None
-    synced = _Synced(current, fd)
+    synced = _Synced(current, fd, attribute == "write")
     try:
         setattr(stream, attribute, synced)
     except (AttributeError, TypeError):
@@ -170,6 +188,10 @@ class _Extension:
         self.entered: list[_KernelStdout | _KernelStderr] = []
         self.flushes: list[tuple[object, _Synced]] = []
         self.capture_hooks: _CaptureHooks | None = None
+        # Which stream was written last, and which holds native text the kernel may not have
+        # published yet (see ``order``).
+        self.last_fd = 0
+        self.native_held = {1: False, 2: False}
 
     def start(self) -> None:
         for block in self.blocks.values():
@@ -210,6 +232,23 @@ class _Extension:
     def sync_all(self) -> None:
         self.syncs[1]()
         self.syncs[2]()
+
+    def order(self, fd: int, *, native: bool) -> None:
+        """Called before text goes to the stream of ``fd``: when native text is involved and the
+        other stream was written since it was last published, flush it, so that the kernel
+        publishes its text first. Pure Python output never gets here with native text around,
+        so its messages stay the kernel's own."""
+        other = 3 - fd
+        if self.native_held[other] or (native and self.last_fd == other):
+            self.native_held[other] = False
+            stream = getattr(sys, _NAMES[other], None)
+            flush = getattr(stream, "flush", None)
+            if flush is not None:
+                with contextlib.suppress(Exception):  # a failing flush must not lose this text
+                    flush()
+        if native:
+            self.native_held[fd] = True
+        self.last_fd = fd
 
     def wrap_writes(self) -> None:
         # IPython's ``_tee`` wraps ``write`` for each cell (re-entrant cells too) and puts the

@@ -5,6 +5,11 @@ pytest's own fd capture never flushes C stdio, so an unflushed ``printf`` shows 
 test's output, or after the summary. With this plugin, every loaded runtime (libc, libstdc++,
 libgfortran) is flushed at the end of each test phase, inside pytest's capture window. The ini
 option ``fdredirect_flush = false`` turns that off.
+
+``capall`` can also show everything on the terminal as it is written (``--capall-tee``, ini
+``capall_tee``), and keep stdout and stderr as one stream in write order (``--capall-merged``, ini
+``capall_merged``); ``@pytest.mark.capall(tee=..., merged=...)`` sets either for one test, and
+``capall.tee``/``capall.merged`` change it during a test (from a fixture, say).
 """
 
 from __future__ import annotations
@@ -20,12 +25,16 @@ from _pytest.capture import CaptureResult
 
 from . import _native
 from ._redirect import redirect_stderr_fd, redirect_stdout_fd
+from ._targets import STDOUT
 
 AnyStr = TypeVar("AnyStr", str, bytes)
 
 _OTHER_CAPTURE_FIXTURES = ("capfd", "capfdbinary", "capsys", "capsysbinary", "capteesys")
 _OURS = ("capall", "capallbinary")
 _CAPALL = pytest.StashKey["CapAll[str] | CapAll[bytes]"]()
+_MARKER_OPTIONS = ("tee", "merged")
+# The report section of merged output (pytest titles it "Captured capall stdout+stderr call").
+MERGED_SECTION = "capall stdout+stderr"
 
 
 class CapAll(Generic[AnyStr]):
@@ -33,48 +42,103 @@ class CapAll(Generic[AnyStr]):
 
     A fresh redirect runs during each test phase (setup, call, teardown), inside pytest's own
     capture, so it works under every ``--capture`` mode.
+
+    With ``tee``, every byte also reaches the terminal as it is written (under pytest's fd capture:
+    the terminal pytest saved, not pytest's capture file, so it is not reported twice). With
+    ``merged``, fd 2 shares fd 1's capture (the shell's ``2>&1``): ``readouterr()`` returns
+    everything in write order as ``out``, and ``err`` is empty.
     """
 
-    def __init__(self, binary: bool, config: pytest.Config) -> None:
+    def __init__(self, binary: bool, config: pytest.Config, *, tee: bool = False, merged: bool = False) -> None:
         self._binary = binary
         self._config = config
+        self._tee = tee
+        self._merged = merged
         self._out = bytearray()
         self._err = bytearray()
         self._reported = (0, 0)  # what the report sections already show
-        self._blocks: tuple[redirect_stdout_fd, redirect_stderr_fd] | None = None
-        self._captures: tuple[_native.Captured, _native.Captured] | None = None
+        self._blocks: list[redirect_stdout_fd | redirect_stderr_fd] | None = None
+        self._captures: tuple[_native.Captured, _native.Captured | None] | None = None
         self._guards: list[int] = []
 
     def _start(self) -> None:
         if self._blocks is not None:
             return
         self._guards = []
-        for capture in _pytest_fd_captures(self._config):
+        pytest_captures = _pytest_fd_captures(self._config)
+        for capture in pytest_captures:
             with contextlib.suppress(OSError):  # best effort: a full fd table only costs the crash dump
                 self._guards.append(_native.crash_guard(*capture))
-        blocks = (redirect_stdout_fd(encoding=None), redirect_stderr_fd(encoding=None))
-        out = blocks[0].__enter__()
+        entered: list[redirect_stdout_fd | redirect_stderr_fd] = []
+
+        def enter(block: redirect_stdout_fd | redirect_stderr_fd) -> object:
+            result = block.__enter__()
+            entered.append(block)
+            return result
+
         try:
-            err = blocks[1].__enter__()
+            if self._tee:
+                # Under pytest's fd capture the fds point at its capture files: point them back at
+                # the terminal it saved first, so that the tee copy goes there.
+                for fd, saved, _ in pytest_captures:
+                    if fd == 1:
+                        enter(redirect_stdout_fd(saved))
+                    elif not self._merged:
+                        enter(redirect_stderr_fd(saved))
+            out = enter(redirect_stdout_fd(encoding=None, tee=self._tee))
+            if self._merged:  # fd 2 joins fd 1's capture, and its tee with it
+                err = enter(redirect_stderr_fd(STDOUT))
+            else:
+                err = enter(redirect_stderr_fd(encoding=None, tee=self._tee))
         except BaseException:
-            blocks[0].__exit__(None, None, None)
+            _exit_all(entered)
             raise
-        self._blocks, self._captures = blocks, (out, err)
+        assert isinstance(out, _native.Captured)
+        self._blocks = entered
+        self._captures = (out, err if isinstance(err, _native.Captured) else None)
 
     def _stop(self) -> None:
         if self._blocks is None or self._captures is None:
             return
-        out_block, err_block = self._blocks
-        try:
-            err_block.__exit__(None, None, None)
-        finally:
-            out_block.__exit__(None, None, None)
-        self._out += self._captures[0].getbytes()
-        self._err += self._captures[1].getbytes()
+        _exit_all(self._blocks)
+        out, err = self._captures
+        self._out += out.getbytes()
+        if err is not None:
+            self._err += err.getbytes()
         self._blocks = self._captures = None
         for guard in self._guards:
             _native.crash_unguard(guard)
         self._guards = []
+
+    @property
+    def tee(self) -> bool:
+        """Whether output also reaches the terminal as it is written. Settable during the test
+        (e.g. by a fixture that requests ``capall``): from then on."""
+        return self._tee
+
+    @tee.setter
+    def tee(self, value: bool) -> None:
+        self._switch(value, self._merged)
+
+    @property
+    def merged(self) -> bool:
+        """Whether stdout and stderr form one stream in write order (``out``). Settable during the
+        test: what was captured before stays where it is."""
+        return self._merged
+
+    @merged.setter
+    def merged(self, value: bool) -> None:
+        self._switch(self._tee, value)
+
+    def _switch(self, tee: bool, merged: bool) -> None:
+        for name, value in (("tee", tee), ("merged", merged)):
+            if not isinstance(value, bool):
+                raise TypeError(f"capall.{name} must be a bool, not {type(value).__name__}")
+        running = self._blocks is not None
+        self._stop()
+        self._tee, self._merged = tee, merged
+        if running:
+            self._start()
 
     def _decode(self, data: bytes) -> AnyStr:
         return data if self._binary else data.decode("utf-8", "replace")  # type: ignore[return-value]
@@ -119,6 +183,18 @@ class CapAll(Generic[AnyStr]):
         )
 
 
+def _exit_all(blocks: list[redirect_stdout_fd | redirect_stderr_fd]) -> None:
+    """Exit ``blocks``, newest first; each one even if another fails (the first error is raised)."""
+    error: BaseException | None = None
+    while blocks:
+        try:
+            blocks.pop().__exit__(None, None, None)
+        except BaseException as exc:
+            error = error or exc
+    if error is not None:
+        raise error
+
+
 def _pytest_fd_captures(config: pytest.Config) -> list[tuple[int, int, int]]:
     """pytest's own fd capture of fd 1 and 2 now, as (fd, saved fd, capture file fd).
 
@@ -141,6 +217,32 @@ def _pytest_fd_captures(config: pytest.Config) -> list[tuple[int, int, int]]:
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("fdredirect")
+    group.addoption(
+        "--capall-tee",
+        action="store_true",
+        default=None,
+        help="capall/capallbinary also show everything on the terminal as it is written (ini: capall_tee)",
+    )
+    group.addoption(
+        "--capall-merged",
+        action="store_true",
+        default=None,
+        help="capall/capallbinary keep stdout and stderr as one stream in write order, returned as out "
+        "and reported as one section (ini: capall_merged)",
+    )
+    parser.addini(
+        "capall_tee",
+        type="bool",
+        default=False,
+        help="fdredirect: capall/capallbinary also show everything on the terminal as it is written",
+    )
+    parser.addini(
+        "capall_merged",
+        type="bool",
+        default=False,
+        help="fdredirect: capall/capallbinary keep stdout and stderr as one stream in write order",
+    )
     parser.addini(
         "fdredirect_flush",
         type="bool",
@@ -150,16 +252,52 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "capall(tee=None, merged=None): for this test, capall/capallbinary also show everything on the "
+        "terminal as it is written (tee), or keep stdout and stderr as one stream in write order (merged)",
+    )
+
+
+def _options(item: pytest.Item) -> dict[str, bool]:
+    """``tee`` and ``merged`` for this test: the marker's, else the command line's, else the ini's."""
+    options = {}
+    for name in _MARKER_OPTIONS:
+        flag = item.config.getoption(f"capall_{name}")
+        options[name] = bool(item.config.getini(f"capall_{name}") if flag is None else flag)
+    marker = item.get_closest_marker("capall")
+    if marker is not None:
+        if marker.args or set(marker.kwargs) - set(_MARKER_OPTIONS):
+            raise TypeError(
+                f"@pytest.mark.capall takes only the keyword arguments tee and merged, not "
+                f"args={marker.args!r} kwargs={marker.kwargs!r}"
+            )
+        for name, value in marker.kwargs.items():
+            if value is not None and not isinstance(value, bool):
+                raise TypeError(f"@pytest.mark.capall({name}=...) must be a bool or None, not {type(value).__name__}")
+            if value is not None:
+                options[name] = value
+    return options
+
+
+def _new_capall(item: pytest.Item, binary: bool) -> CapAll[str] | CapAll[bytes]:
+    capall: CapAll[str] | CapAll[bytes] = CapAll(binary, item.config, **_options(item))
+    item.stash[_CAPALL] = capall
+    return capall
+
+
 def _capall_of(item: pytest.Item) -> CapAll[str] | CapAll[bytes] | None:
     return item.stash.get(_CAPALL, None)
 
 
-def _run_phase(item: pytest.Item) -> Generator[None, object, object]:
+def _run_phase(item: pytest.Item, when: str) -> Generator[None, object, object]:
     """Around one test phase, innermost of all wrappers (so inside pytest's capture window)."""
-    if any(name in getattr(item, "fixturenames", ()) for name in _OURS) and _CAPALL not in item.stash:
-        binary = "capallbinary" in getattr(item, "fixturenames", ())
-        item.stash[_CAPALL] = CapAll(binary, item.config)
     capall = _capall_of(item)
+    if capall is None and when == "setup":  # once per test (a bad marker: one error, in setup)
+        fixtures = getattr(item, "fixturenames", ())
+        if "capall" in fixtures or "capallbinary" in fixtures:
+            capall = _new_capall(item, binary="capallbinary" in fixtures)
     if capall is not None:
         capall._start()
     try:
@@ -173,17 +311,17 @@ def _run_phase(item: pytest.Item) -> Generator[None, object, object]:
 
 @pytest.hookimpl(wrapper=True, trylast=True)
 def pytest_runtest_setup(item: pytest.Item) -> Generator[None, object, object]:
-    return (yield from _run_phase(item))
+    return (yield from _run_phase(item, "setup"))
 
 
 @pytest.hookimpl(wrapper=True, trylast=True)
 def pytest_runtest_call(item: pytest.Item) -> Generator[None, object, object]:
-    return (yield from _run_phase(item))
+    return (yield from _run_phase(item, "call"))
 
 
 @pytest.hookimpl(wrapper=True, trylast=True)
 def pytest_runtest_teardown(item: pytest.Item) -> Generator[None, object, object]:
-    return (yield from _run_phase(item))
+    return (yield from _run_phase(item, "teardown"))
 
 
 @pytest.hookimpl(wrapper=True, tryfirst=True)
@@ -193,7 +331,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     if capall is not None:
         out, err = capall._unreported()
         if out:
-            item.add_report_section(call.when, "capall stdout", out)
+            item.add_report_section(call.when, MERGED_SECTION if capall.merged else "capall stdout", out)
         if err:
             item.add_report_section(call.when, "capall stderr", err)
         if call.when == "teardown":
@@ -214,8 +352,7 @@ def _fixture(request: pytest.FixtureRequest, name: str, binary: bool) -> CapAll[
     _check_conflicts(request, name)
     capall = _capall_of(request.node)
     if capall is None:  # requested dynamically (request.getfixturevalue): start now
-        capall = CapAll(binary, request.config)
-        request.node.stash[_CAPALL] = capall
+        capall = _new_capall(request.node, binary)
         capall._start()
     return capall
 
