@@ -6,11 +6,12 @@
 
 use crate::locks;
 use std::io;
-use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 pub use crate::channel::{Channel, Forward};
 use crate::fd;
+use crate::platform::Backstop;
 
 // Handing the live pipes over between the delivery thread and the reader.
 //
@@ -34,8 +35,8 @@ const STREAMING: usize = 16 << 10;
 /// The delivery thread is about to poll the live pipes itself.
 pub fn delivery_polls() {
     let mut registry = lock_registry();
-    if let Some(timer) = registry.ours_mut() {
-        fd::set_timer(timer, 0);
+    if let Some(timer) = registry.ours() {
+        timer.disarm();
         registry.delivery_polling = true;
     }
 }
@@ -43,14 +44,14 @@ pub fn delivery_polls() {
 /// The delivery thread stops polling, to deliver `drained` bytes it read itself.
 pub fn delivery_leaves(drained: usize) {
     let mut registry = lock_registry();
-    let Some(timer) = registry.ours_mut() else {
+    let Some(timer) = registry.ours() else {
         return; // no reader in this process yet: it starts with the delivery thread not polling
     };
     registry.delivery_polling = false;
     if drained >= STREAMING {
         wake(&registry);
     } else {
-        fd::set_timer(timer, BACKSTOP_NANOS);
+        timer.arm();
     }
 }
 
@@ -60,7 +61,7 @@ pub(crate) struct Registry {
     generation: Option<u64>,
     wake: Option<OwnedFd>,
     /// The backstop timer the reader polls (see "Handing the live pipes over").
-    timer: Option<OwnedFd>,
+    timer: Option<Arc<Backstop>>,
     /// The delivery thread is polling the live pipes it watches; the reader leaves them alone.
     delivery_polling: bool,
     channels: Vec<Arc<Channel>>,
@@ -76,8 +77,8 @@ static REGISTRY: Mutex<Registry> = Mutex::new(Registry {
 
 impl Registry {
     /// The backstop timer, if the reader thread is this process's (not a forked parent's).
-    fn ours_mut(&mut self) -> Option<RawFd> {
-        let timer = self.timer.as_ref()?.as_raw_fd();
+    fn ours(&self) -> Option<Arc<Backstop>> {
+        let timer = Arc::clone(self.timer.as_ref()?);
         (self.generation == Some(crate::fork::generation())).then_some(timer)
     }
 }
@@ -94,11 +95,11 @@ pub fn register(channel: Arc<Channel>) -> io::Result<()> {
         // First use, or a forked child: the parent's thread does not exist here.
         std::mem::forget(std::mem::take(&mut registry.channels));
         let (wake_read, wake_write) = fd::pipe_nonblocking()?;
-        let timer = fd::timer()?;
-        let timer_fd = timer.as_raw_fd(); // owned by the registry, which outlives the thread
+        let timer = Arc::new(Backstop::new(BACKSTOP_NANOS)?);
+        let thread_timer = Arc::clone(&timer);
         std::thread::Builder::new()
             .name("fdredirect-reader".into())
-            .spawn(move || run(&wake_read, timer_fd))?;
+            .spawn(move || run(&wake_read, &thread_timer))?;
         registry.wake = Some(wake_write);
         registry.timer = Some(timer);
         registry.delivery_polling = false;
@@ -182,13 +183,13 @@ fn wake(registry: &Registry) {
     }
 }
 
-fn run(wake: &OwnedFd, timer: RawFd) {
+fn run(wake: &OwnedFd, timer: &Backstop) {
     loop {
         let (channels, delivery_polling) = {
             let registry = lock_registry();
             (registry.channels.clone(), registry.delivery_polling)
         };
-        let mut polled = vec![wake.as_raw_fd(), timer];
+        let mut polled = vec![wake.as_raw_fd(), timer.fd()];
         let mut served = Vec::with_capacity(channels.len());
         for channel in &channels {
             if let Some(read) = channel.poll_fd(delivery_polling) {
@@ -196,7 +197,7 @@ fn run(wake: &OwnedFd, timer: RawFd) {
                 served.push(Arc::clone(channel));
             }
         }
-        let ready = fd::wait_readable(&polled);
+        let ready = fd::wait_readable_for(&polled, timer.poll_timeout(delivery_polling));
         for (&fd, _) in polled[..2].iter().zip(&ready).filter(|(_, &ready)| ready) {
             fd::discard_available(fd);
         }
