@@ -125,7 +125,7 @@ pub fn wait_for_work(wake: &OwnedFd) -> Vec<Arc<Channel>> {
             handover::delivery_polls();
             polling = true;
         }
-        let filled = poll::turn(Poller::Delivery, &[wake.as_raw_fd()], &watched, Channel::read_fd);
+        let filled = poll::turn(Poller::Delivery, &[wake.as_raw_fd()], -1, &watched, Channel::read_fd);
         if !filled.is_empty() {
             handover::delivery_leaves(filled.iter().map(|(_, added)| added).sum());
             return filled.into_iter().map(|(channel, _)| channel).collect();

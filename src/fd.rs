@@ -129,7 +129,8 @@ pub fn link_count(fd: RawFd) -> io::Result<u64> {
         return Err(io::Error::last_os_error());
     }
     // SAFETY: fstat succeeded, so `stat` is initialised.
-    Ok(unsafe { stat.assume_init() }.st_nlink)
+    #[allow(clippy::useless_conversion)] // st_nlink is 16 bits on macOS
+    Ok(u64::from(unsafe { stat.assume_init() }.st_nlink))
 }
 
 pub fn isatty(fd: RawFd) -> bool {
@@ -152,14 +153,10 @@ pub fn write_all(fd: RawFd, data: &[u8], written: &mut usize) -> io::Result<()> 
     Ok(())
 }
 
-/// A pipe, both ends close-on-exec and above the standard streams: with fd 1 closed, `pipe2`
+/// A pipe, both ends close-on-exec and above the standard streams: with fd 1 closed, `pipe`
 /// would hand out 1, and restoring "fd 1 closed" at a block's end would close the library's pipe.
 pub fn pipe_cloexec() -> io::Result<(OwnedFd, OwnedFd)> {
-    let mut fds = [0 as libc::c_int; 2];
-    // SAFETY: pipe2 fills `fds` with two new fds that we own.
-    check(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) })?;
-    // SAFETY: both fds were just created by pipe2.
-    let (read, write) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    let (read, write) = crate::platform::pipe()?;
     Ok((lift_above_stdio(read)?, lift_above_stdio(write)?))
 }
 
@@ -194,9 +191,10 @@ pub fn write_all_waiting(fd: RawFd, data: &[u8]) -> io::Result<()> {
     }
 }
 
-/// Wait until at least one of `fds` is readable (or hung up); returns which are. A signal ends
-/// the wait early with none ready.
-pub fn wait_readable(fds: &[RawFd]) -> Vec<bool> {
+/// Wait until at least one of `fds` is readable (or hung up), or `timeout_ms` has passed (-1:
+/// never); returns which are. A signal or the timeout ends the wait early with none ready.
+/// Negative numbers in `fds` are skipped.
+pub fn wait_readable_for(fds: &[RawFd], timeout_ms: libc::c_int) -> Vec<bool> {
     let mut polled: Vec<libc::pollfd> = fds
         .iter()
         .map(|&fd| libc::pollfd {
@@ -206,7 +204,7 @@ pub fn wait_readable(fds: &[RawFd]) -> Vec<bool> {
         })
         .collect();
     // SAFETY: `polled` is a valid array of pollfd for its whole length.
-    let ready = unsafe { libc::poll(polled.as_mut_ptr(), polled.len() as libc::nfds_t, -1) };
+    let ready = unsafe { libc::poll(polled.as_mut_ptr(), polled.len() as libc::nfds_t, timeout_ms) };
     polled.iter().map(|entry| ready > 0 && entry.revents != 0).collect()
 }
 
@@ -215,33 +213,11 @@ pub fn poke(fd: RawFd) {
     let _ = write_all(fd, b"w", &mut 0);
 }
 
-/// Read and discard everything a non-blocking wake-up pipe or timerfd holds.
+/// Read and discard everything a non-blocking wake-up pipe or timer fd holds.
 pub fn discard_available(fd: RawFd) {
     let mut scratch = [0u8; 256];
     // SAFETY: reading into a local buffer from a non-blocking fd we own.
     while unsafe { libc::read(fd, scratch.as_mut_ptr().cast(), scratch.len()) } > 0 {}
-}
-
-/// A monotonic timer fd, close-on-exec and non-blocking, disarmed.
-pub fn timer() -> io::Result<OwnedFd> {
-    // SAFETY: timerfd_create returns a new fd that we own.
-    let fd = check(unsafe { libc::timerfd_create(libc::CLOCK_MONOTONIC, libc::TFD_CLOEXEC | libc::TFD_NONBLOCK) })?;
-    // SAFETY: `fd` was just returned by timerfd_create.
-    lift_above_stdio(unsafe { OwnedFd::from_raw_fd(fd) })
-}
-
-/// Arm `timer` to expire once after `nanos` nanoseconds, or disarm it with 0.
-pub fn set_timer(timer: RawFd, nanos: i64) {
-    let spec = libc::itimerspec {
-        it_interval: libc::timespec { tv_sec: 0, tv_nsec: 0 },
-        it_value: libc::timespec {
-            tv_sec: nanos / 1_000_000_000,
-            tv_nsec: nanos % 1_000_000_000,
-        },
-    };
-    // SAFETY: `spec` is a valid itimerspec; the old value is not asked for. A stale fd number
-    // (a forked child's) at worst wakes a reader for nothing, so errors are ignored.
-    unsafe { libc::timerfd_settime(timer, 0, &raw const spec, std::ptr::null_mut()) };
 }
 
 pub fn set_nonblocking(fd: RawFd) -> io::Result<()> {
@@ -256,16 +232,6 @@ pub fn add_status_flags(fd: RawFd, flags: libc::c_int) -> io::Result<()> {
         let current = check(libc::fcntl(fd, libc::F_GETFL))?;
         check(libc::fcntl(fd, libc::F_SETFL, current | flags))?;
     }
-    Ok(())
-}
-
-/// Set exactly `flags` as the settable status flags (`O_APPEND`, `O_NONBLOCK`, …) of a description
-/// the library has just created, whose settable flags are all off: one syscall instead of
-/// `add_status_flags`' two, on the path every capture block takes.
-pub fn set_status_flags_of_new(fd: RawFd, flags: libc::c_int) -> io::Result<()> {
-    // SAFETY: F_SETFL only changes the status flags of `fd`; access mode and creation flags
-    // are ignored by it.
-    check(unsafe { libc::fcntl(fd, libc::F_SETFL, flags) })?;
     Ok(())
 }
 

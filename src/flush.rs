@@ -2,23 +2,16 @@
 //! each loaded libstdc++ (`cout`, `clog`, `wcout`, `wclog`) and each loaded libgfortran.
 //!
 //! Extensions are loaded `RTLD_LOCAL`, so their runtimes are invisible to
-//! `dlsym(RTLD_DEFAULT, …)`: each loaded object is found with `dl_iterate_phdr`, opened again
-//! with `RTLD_NOLOAD` and searched there. The list is rebuilt only when the loader's
-//! `dlpi_adds`/`dlpi_subs` counters move: a scan costs far more than the flush itself.
+//! `dlsym(RTLD_DEFAULT, …)`: each loaded object is found in the loader's list
+//! (`platform::loaded_objects`), opened again with `RTLD_NOLOAD` and searched there. The list is
+//! rebuilt only when the loader's stamp changes: a scan costs far more than the flush itself.
 
 use crate::locks;
-use std::ffi::{c_void, CStr};
+use crate::platform::{self, c_stderr, c_stdout, LoaderStamp};
+use std::ffi::{c_void, CStr, CString};
 use std::io;
 use std::os::fd::RawFd;
 use std::sync::{Mutex, MutexGuard, Once};
-
-extern "C" {
-    // glibc's standard streams; always initialised before any code of ours runs.
-    static stdout: *mut libc::FILE;
-    static stderr: *mut libc::FILE;
-    // glibc <stdio_ext.h>: the size of a stream's buffer, 0 while none has been chosen yet.
-    fn __fbufsize(stream: *mut libc::FILE) -> libc::size_t;
-}
 
 /// `std::basic_ostream<C>::flush()`, called on `this`.
 type OstreamFlush = unsafe extern "C" fn(*mut c_void) -> *mut c_void;
@@ -64,14 +57,24 @@ impl Flusher {
 
 #[derive(Default)]
 pub(crate) struct Runtimes {
-    /// `dlpi_adds`/`dlpi_subs` when the list was built; `None` before the first scan.
-    seen: Option<(u64, u64)>,
+    /// The loader's stamp when the list was built; `None` before the first scan.
+    seen: Option<LoaderStamp>,
     flushers: Vec<Flusher>,
+    /// Runtimes opened by an earlier scan. Never opened twice: musl counts every successful
+    /// `dlopen`, even of a loaded object, as a load, so opening again would change the stamp
+    /// and make every flush scan again.
+    opened: Vec<(CString, Handle)>,
 }
+
+/// A `dlopen` handle, never closed.
+struct Handle(*mut c_void);
+// SAFETY: a dlopen handle may be used from any thread; ours is never closed.
+unsafe impl Send for Handle {}
 
 static RUNTIMES: Mutex<Runtimes> = Mutex::new(Runtimes {
     seen: None,
     flushers: Vec::new(),
+    opened: Vec::new(),
 });
 
 pub(crate) fn lock_runtimes() -> MutexGuard<'static, Runtimes> {
@@ -87,7 +90,7 @@ pub fn flush_native() {
 
 /// `flush_native`, reporting whether libc's stream for `fd` (1: `stdout`, 2: `stderr`) could write
 /// its buffer out: at the end of a block onto a full disk, the error belongs to that block.
-/// (On a failed write glibc drops the buffer, so nothing leaks to the fd restored after.)
+/// (On a failed write glibc and musl drop the buffer, so nothing leaks to the fd restored after.)
 pub fn flush_native_checked(fd: RawFd) -> io::Result<()> {
     {
         let mut runtimes = lock_runtimes();
@@ -97,11 +100,11 @@ pub fn flush_native_checked(fd: RawFd) -> io::Result<()> {
         }
     }
     // After the C++ streams: with sync_with_stdio(true) they write into libc's stdout.
-    // SAFETY: glibc's stdout/stderr are valid FILE pointers for the life of the process.
-    let out = unsafe { libc::fflush(stdout) };
+    // SAFETY: libc's stdout/stderr are valid FILE pointers for the life of the process.
+    let out = unsafe { libc::fflush(c_stdout()) };
     let out_error = io::Error::last_os_error();
     // SAFETY: as above.
-    let err = unsafe { libc::fflush(stderr) };
+    let err = unsafe { libc::fflush(c_stderr()) };
     let err_error = io::Error::last_os_error();
     // EINTR is not reported: Python code never sees InterruptedError (PEP 475), and a signal
     // handler's exception, if any, is raised on its own.
@@ -116,40 +119,53 @@ pub fn flush_native_checked(fd: RawFd) -> io::Result<()> {
 /// C stdio fixes its buffering at first use. If the first use happens inside a redirect, stdout
 /// becomes fully buffered for the whole process, and terminal output appears late forever after.
 /// So, once per process and before the first switch: a terminal stdout with no buffer chosen yet
-/// is made line-buffered, as it would have been.
+/// is made line-buffered, as it would have been. Where libc does not tell whether a buffer was
+/// chosen (`platform::buffer_size` is `None`), nothing is changed: `setvbuf` after the first I/O
+/// is undefined.
 pub fn line_buffer_terminal_stdout() {
     static ONCE: Once = Once::new();
     ONCE.call_once(|| {
-        // SAFETY: stdout is a valid FILE; __fbufsize only reads it; setvbuf is allowed before the
-        // first I/O on the stream, which is exactly when the buffer size is still 0.
-        unsafe {
-            if crate::fd::isatty(1) && __fbufsize(stdout) == 0 {
-                libc::setvbuf(stdout, std::ptr::null_mut(), libc::_IOLBF, libc::BUFSIZ as usize);
-            }
+        let stdout = c_stdout();
+        if crate::fd::isatty(1) && platform::buffer_size(stdout) == Some(0) {
+            // SAFETY: stdout is a valid FILE; setvbuf is allowed before the first I/O on the
+            // stream, which is exactly when no buffer size has been chosen.
+            unsafe { libc::setvbuf(stdout, std::ptr::null_mut(), libc::_IOLBF, libc::BUFSIZ as usize) };
         }
     });
 }
 
 impl Runtimes {
+    /// A handle to the loaded object at `path`, opened once.
+    fn open(&mut self, path: CString) -> Option<*mut c_void> {
+        if let Some((_, handle)) = self.opened.iter().find(|(opened, _)| *opened == path) {
+            return Some(handle.0);
+        }
+        // SAFETY: RTLD_NOLOAD never loads anything; it returns a handle to an object that is
+        // already loaded (and pins it: we never dlclose, so our symbol pointers stay valid).
+        let handle = unsafe { libc::dlopen(path.as_ptr(), libc::RTLD_NOLOAD | libc::RTLD_LAZY) };
+        if handle.is_null() {
+            return None;
+        }
+        self.opened.push((path, Handle(handle)));
+        Some(handle)
+    }
+
     fn refresh(&mut self) {
-        let counters = loader_counters();
-        if self.seen == Some(counters) {
+        let stamp = platform::loader_stamp();
+        if self.seen == Some(stamp) {
             return;
         }
         self.flushers.clear();
-        for path in loaded_objects() {
+        for path in platform::loaded_objects() {
             let name = path.to_bytes();
             let is_cxx = contains(name, b"libstdc++");
             let is_fortran = contains(name, b"libgfortran");
             if !(is_cxx || is_fortran) {
                 continue;
             }
-            // SAFETY: RTLD_NOLOAD never loads anything; it returns a handle to an object that is
-            // already loaded (and pins it: we never dlclose, so our symbol pointers stay valid).
-            let handle = unsafe { libc::dlopen(path.as_ptr(), libc::RTLD_NOLOAD | libc::RTLD_LAZY) };
-            if handle.is_null() {
+            let Some(handle) = self.open(path) else {
                 continue;
-            }
+            };
             if is_cxx {
                 for (stream, flush) in CXX_STREAMS {
                     if let (Some(stream), Some(flush)) = (symbol(handle, stream), symbol(handle, flush)) {
@@ -166,7 +182,7 @@ impl Runtimes {
                 self.flushers.push(Flusher::Fortran(flush));
             }
         }
-        self.seen = Some(counters);
+        self.seen = Some(stamp);
     }
 }
 
@@ -180,54 +196,25 @@ fn symbol(handle: *mut c_void, name: &CStr) -> Option<*mut c_void> {
     (!ptr.is_null()).then_some(ptr)
 }
 
-/// The loader's (adds, subs) counters: they change whenever an object is loaded or unloaded.
-fn loader_counters() -> (u64, u64) {
-    unsafe extern "C" fn first(info: *mut libc::dl_phdr_info, _size: usize, data: *mut c_void) -> libc::c_int {
-        // SAFETY: the loader passes a valid info; `data` is the &mut (u64, u64) given below.
-        unsafe {
-            let out = &mut *data.cast::<(u64, u64)>();
-            *out = ((*info).dlpi_adds, (*info).dlpi_subs);
-        }
-        1 // stop after the first object: the counters are the same in every entry
-    }
-    let mut counters = (0u64, 0u64);
-    // SAFETY: the callback only writes through `data`, which outlives the call.
-    unsafe { libc::dl_iterate_phdr(Some(first), (&raw mut counters).cast()) };
-    counters
-}
-
-/// Paths of every loaded object.
-fn loaded_objects() -> Vec<std::ffi::CString> {
-    unsafe extern "C" fn collect(info: *mut libc::dl_phdr_info, _size: usize, data: *mut c_void) -> libc::c_int {
-        // SAFETY: the loader passes a valid info whose name is NUL-terminated (or null);
-        // `data` is the &mut Vec given below.
-        unsafe {
-            let names = &mut *data.cast::<Vec<std::ffi::CString>>();
-            let name = (*info).dlpi_name;
-            if !name.is_null() && *name != 0 {
-                names.push(CStr::from_ptr(name).to_owned());
-            }
-        }
-        0
-    }
-    let mut names = Vec::new();
-    // SAFETY: the callback only pushes to the Vec behind `data`, which outlives the call.
-    unsafe { libc::dl_iterate_phdr(Some(collect), (&raw mut names).cast()) };
-    names
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn counters_do_not_move_without_loading() {
-        assert_eq!(loader_counters(), loader_counters());
+    fn stamp_does_not_move_without_loading() {
+        assert_eq!(platform::loader_stamp(), platform::loader_stamp());
     }
 
     #[test]
     fn loaded_objects_include_libc() {
-        assert!(loaded_objects().iter().any(|p| contains(p.to_bytes(), b"libc.so")));
+        let libc_name: &[u8] = if cfg!(target_os = "macos") {
+            b"libSystem"
+        } else {
+            b"libc"
+        };
+        assert!(platform::loaded_objects()
+            .iter()
+            .any(|p| contains(p.to_bytes(), libc_name)));
     }
 
     #[test]

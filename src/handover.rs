@@ -14,9 +14,9 @@
 //!   reprograms the CPU's timer, which costs several microseconds on virtual machines.
 
 use std::io;
-use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::sync::Arc;
 
-use crate::fd;
+use crate::platform::Backstop;
 use crate::poll::Poller;
 use crate::reader::lock_registry;
 
@@ -27,7 +27,7 @@ const STREAMING: usize = 16 << 10;
 /// Who polls the live pipes the delivery thread watches, and the reader's backstop timer. Part
 /// of the reader's registry (one lock).
 pub struct Handover {
-    timer: Option<OwnedFd>,
+    timer: Option<Arc<Backstop>>,
     live_pipes: Poller,
 }
 
@@ -42,12 +42,11 @@ impl Handover {
     /// A new reader thread (first use, or a forked child): a new timer, and the reader polls
     /// every pipe until the delivery thread says otherwise. Returns the timer for the reader to
     /// poll (owned here, so it outlives the thread).
-    pub fn restart(&mut self) -> io::Result<RawFd> {
-        let timer = fd::timer()?;
-        let raw = timer.as_raw_fd();
-        self.timer = Some(timer);
+    pub fn restart(&mut self) -> io::Result<Arc<Backstop>> {
+        let timer = Arc::new(Backstop::new(BACKSTOP_NANOS)?);
+        self.timer = Some(Arc::clone(&timer));
         self.live_pipes = Poller::Reader;
-        Ok(raw)
+        Ok(timer)
     }
 
     /// Whether the delivery thread polls the pipes it watches (the reader leaves them alone).
@@ -63,7 +62,7 @@ pub fn delivery_polls() {
         return; // no reader in this process yet: it starts with the delivery thread not polling
     }
     if let Some(timer) = &registry.handover.timer {
-        fd::set_timer(timer.as_raw_fd(), 0);
+        timer.disarm();
         registry.handover.live_pipes = Poller::Delivery;
     }
 }
@@ -74,13 +73,13 @@ pub fn delivery_leaves(drained: usize) {
     if !registry.thread.is_ours() {
         return;
     }
-    let Some(timer) = registry.handover.timer.as_ref().map(AsRawFd::as_raw_fd) else {
+    let Some(timer) = registry.handover.timer.clone() else {
         return;
     };
     registry.handover.live_pipes = Poller::Reader;
     if drained >= STREAMING {
         registry.thread.wake();
     } else {
-        fd::set_timer(timer, BACKSTOP_NANOS);
+        timer.arm();
     }
 }

@@ -1,28 +1,55 @@
-//! fdredirect's native core. The fd core (`fd`, `flush`, `memfile`, `stack`, `fork`) is plain
-//! Rust; `binding` is the only part that touches Python types.
+//! fdredirect's native core. The fd core (`fd`, `flush`, `memfile`, `stack`, `fork`, `platform`)
+//! is plain Rust; `binding` is the only part that touches Python types. Where there is no POSIX
+//! fd core (`cfg(fdr_posix)`, set by build.rs), the module is `unsupported`'s.
 
+#[cfg(fdr_posix)]
 mod binding;
+#[cfg(fdr_posix)]
 mod channel;
+#[cfg(fdr_posix)]
 mod crash;
+#[cfg(fdr_posix)]
 mod decode;
+#[cfg(fdr_posix)]
 mod delivery;
+#[cfg(fdr_posix)]
 mod error;
+#[cfg(fdr_posix)]
 mod fd;
+#[cfg(fdr_posix)]
 mod flush;
+#[cfg(fdr_posix)]
 mod fork;
+#[cfg(fdr_posix)]
 mod handover;
+#[cfg(fdr_posix)]
 mod linebuf;
+#[cfg(fdr_posix)]
 mod locks;
+#[cfg(fdr_posix)]
 mod memfile;
+#[cfg(fdr_posix)]
+mod platform;
+#[cfg(fdr_posix)]
 mod poll;
+#[cfg(fdr_posix)]
 mod reader;
+#[cfg(fdr_posix)]
 mod stack;
+#[cfg(fdr_posix)]
 mod stamped;
+#[cfg(fdr_posix)]
 mod worker;
 
+#[cfg(fdr_posix)]
 use pyo3::prelude::*;
 
-#[pymodule]
+#[cfg(not(fdr_posix))]
+mod unsupported;
+
+// Relies on the GIL: see docs/platforms.md, "Free-threaded CPython".
+#[cfg(fdr_posix)]
+#[pymodule(gil_used = true)]
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     fork::install_handlers(|| {
         let mut held = binding::live::hold_for_fork();

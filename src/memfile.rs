@@ -1,5 +1,6 @@
-//! The capture sink: a fresh anonymous memory file per block (`memfd_create`; an unlinked temp
-//! file where memfd is missing). No reader thread, so it cannot deadlock; readable at any time.
+//! The capture sink: a fresh anonymous memory file per block (`crate::platform::memory_file`: a
+//! memfd on Linux, an unlinked temporary file elsewhere). No reader thread, so it cannot
+//! deadlock; readable at any time.
 //!
 //! The file is opened `O_APPEND`. Several writers share its open file description (threads
 //! releasing the GIL, `make -j`, a pool's children): a memfd has no per-file position lock, so two
@@ -7,43 +8,17 @@
 //! inode lock and places every write after the last one: nothing is lost.
 
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, OwnedFd};
+
+use crate::platform;
 
 /// Bytes copied out between two hole punches at read-back: small enough that the memory file and
 /// the copy together stay near 1× the captured size, large enough that syscalls do not dominate.
 const RELEASE_CHUNK: usize = 8 << 20;
 
-/// A new, empty, close-on-exec memory file numbered above the standard streams.
+/// A new, empty, close-on-exec memory file, opened `O_APPEND`, numbered above the standard streams.
 pub fn create() -> io::Result<OwnedFd> {
-    // SAFETY: a literal name; memfd_create returns a new fd we own.
-    let fd = unsafe { libc::memfd_create(c"fdredirect-capture".as_ptr(), libc::MFD_CLOEXEC) };
-    let fd = if fd >= 0 {
-        fd
-    } else {
-        let err = io::Error::last_os_error();
-        if err.raw_os_error() != Some(libc::ENOSYS) {
-            return Err(err);
-        }
-        unlinked_temp_file()?
-    };
-    // SAFETY: `fd` was just created and is owned by nothing else.
-    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-    crate::fd::set_status_flags_of_new(fd.as_raw_fd(), libc::O_APPEND)?;
-    crate::fd::lift_above_stdio(fd)
-}
-
-fn unlinked_temp_file() -> io::Result<RawFd> {
-    let dir = std::env::temp_dir();
-    let dir = std::ffi::CString::new(dir.as_os_str().as_encoded_bytes())
-        .map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
-    let flags = libc::O_TMPFILE | libc::O_RDWR | libc::O_CLOEXEC;
-    // SAFETY: `dir` is NUL-terminated; O_TMPFILE creates an unnamed file and returns its fd.
-    let fd = unsafe { libc::open(dir.as_ptr(), flags, 0o600) };
-    if fd < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(fd)
-    }
+    crate::fd::lift_above_stdio(platform::memory_file()?)
 }
 
 /// How many bytes the memory file holds now.
@@ -80,48 +55,20 @@ pub fn read_at(fd: &OwnedFd, buf: &mut [u8], offset: usize) -> io::Result<usize>
 }
 
 /// Copy the file's first `buf.len()` bytes into `buf`, releasing the file's pages behind the copy
-/// (`FALLOC_FL_PUNCH_HOLE`), so memory peaks near 1× the captured size rather than 2×.
+/// (`platform::release_pages`), so memory peaks near 1× the captured size rather than 2×.
 /// The file is not read again afterwards: bytes written later (a child outliving the block) are dropped.
 pub fn read_and_release(fd: &OwnedFd, buf: &mut [u8]) -> io::Result<usize> {
     let mut done = 0;
     for chunk in buf.chunks_mut(RELEASE_CHUNK) {
-        populate(chunk);
+        platform::prefault(chunk);
         let n = read_at(fd, chunk, done)?;
-        // Best effort: a file system without hole punching only costs memory, not correctness.
-        // SAFETY: fallocate on an fd we own; the range was just copied out.
-        unsafe {
-            libc::fallocate(
-                fd.as_raw_fd(),
-                libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
-                done as libc::off_t,
-                n as libc::off_t,
-            );
-        }
+        platform::release_pages(fd.as_raw_fd(), done, n);
         done += n;
         if n < chunk.len() {
             break;
         }
     }
     Ok(done)
-}
-
-/// Fault in the pages of `buf` with one call (`MADV_POPULATE_WRITE`, Linux 5.14+) instead of one
-/// page fault per 4 KiB inside the copy: for a fresh 256 MiB buffer, faulting pages in was the
-/// largest single cost of the read-back (measured 175 -> 155 ms). Not `MADV_HUGEPAGE`: with THP
-/// defrag on `madvise`, it made some read-backs 3× slower (synchronous compaction).
-/// Best effort: older kernels answer EINVAL and the copy faults the pages in as before.
-fn populate(buf: &mut [u8]) {
-    // SAFETY: sysconf has no preconditions.
-    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) }.max(1) as usize;
-    let start = buf.as_mut_ptr() as usize;
-    let first_page = start.div_ceil(page) * page;
-    let past_last_page = (start + buf.len()) / page * page;
-    if past_last_page > first_page {
-        let whole_pages = past_last_page - first_page;
-        // SAFETY: the whole pages from `first_page` lie inside `buf`, which we may write;
-        // populating changes no contents.
-        unsafe { libc::madvise(first_page as *mut libc::c_void, whole_pages, libc::MADV_POPULATE_WRITE) };
-    }
 }
 
 #[cfg(test)]
@@ -153,10 +100,15 @@ mod tests {
         let mut buf = vec![0; data.len()];
         assert_eq!(read_and_release(&fd, &mut buf).unwrap(), data.len());
         assert_eq!(buf, data);
-        // The size is kept, the contents are gone.
+        // The size is kept, the contents are gone (where the platform can free pages).
         let mut again = vec![1; 16];
         read_at(&fd, &mut again, 0).unwrap();
-        assert_eq!(again, vec![0; 16]);
+        let expected = if platform::RELEASES_PAGES {
+            vec![0; 16]
+        } else {
+            data[..16].to_vec()
+        };
+        assert_eq!(again, expected);
     }
 
     #[test]

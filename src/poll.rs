@@ -19,11 +19,12 @@ pub enum Poller {
 }
 
 /// Wait until one of `wakers` or one of the pipes `pick` chooses among `channels` is readable
-/// (or hung up); empty the wakers that fired and drain the ready pipes. A pipe at EOF is no
+/// (or hung up), or `timeout_ms` has passed (-1: no timeout); empty the wakers that fired and drain the ready pipes. A pipe at EOF is no
 /// longer served. Returns the channels that got bytes for delivery, with how many.
 pub fn turn(
     poller: Poller,
     wakers: &[RawFd],
+    timeout_ms: libc::c_int,
     channels: &[Arc<Channel>],
     pick: impl Fn(&Channel) -> Option<RawFd>,
 ) -> Vec<(Arc<Channel>, usize)> {
@@ -35,7 +36,7 @@ pub fn turn(
             served.push(channel);
         }
     }
-    let ready = fd::wait_readable(&fds);
+    let ready = fd::wait_readable_for(&fds, timeout_ms);
     let (wakers_ready, pipes_ready) = ready.split_at(wakers.len());
     for (&waker, _) in wakers.iter().zip(wakers_ready).filter(|(_, &ready)| ready) {
         fd::discard_available(waker);

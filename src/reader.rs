@@ -6,12 +6,13 @@
 
 use crate::locks;
 use std::io;
-use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 pub use crate::channel::{Channel, Forward};
 use crate::fd;
 use crate::handover::Handover;
+use crate::platform::Backstop;
 use crate::poll::{self, Poller};
 use crate::worker::Worker;
 
@@ -42,7 +43,7 @@ pub fn register(channel: Arc<Channel>) -> io::Result<()> {
         // channels are the parent's (never dropped here: their locks may be held).
         std::mem::forget(std::mem::take(&mut registry.channels));
         let timer = registry.handover.restart()?;
-        Ok(move |wake: &OwnedFd| run(wake, timer))
+        Ok(move |wake: &OwnedFd| run(wake, &timer))
     })?;
     registry.channels.push(channel);
     registry.thread.wake();
@@ -122,14 +123,17 @@ fn take_inflow(channel: &Arc<Channel>, depth: usize) {
     }
 }
 
-fn run(wake: &OwnedFd, timer: RawFd) {
+fn run(wake: &OwnedFd, timer: &Backstop) {
     loop {
         let (channels, delivery_polls) = {
             let registry = lock_registry();
             (registry.channels.clone(), registry.handover.delivery_polls())
         };
-        let wakers = [wake.as_raw_fd(), timer];
-        let filled = poll::turn(Poller::Reader, &wakers, &channels, |channel| {
+        // The timer's fd is -1 where the platform has none (poll skips it): the timeout then
+        // plays its part.
+        let wakers = [wake.as_raw_fd(), timer.fd()];
+        let timeout = timer.poll_timeout(delivery_polls);
+        let filled = poll::turn(Poller::Reader, &wakers, timeout, &channels, |channel| {
             channel.reader_poll_fd(delivery_polls)
         });
         for (channel, _) in filled {

@@ -24,7 +24,7 @@ static BUFFER: Buffer = Buffer(UnsafeCell::new([0; 64 << 10]));
 
 pub(super) fn errno() -> libc::c_int {
     // SAFETY: errno is thread-local; reading it is async-signal-safe.
-    unsafe { *libc::__errno_location() }
+    unsafe { *crate::platform::errno_location() }
 }
 
 /// Write all of `data` to `fd`, giving up on a destination that stalls.
@@ -245,24 +245,22 @@ pub(super) fn reestablish(claimed: &[usize], restored: &[Restored]) {
 }
 
 extern "C" {
-    static stdout: *mut libc::FILE;
-    static stderr: *mut libc::FILE;
     fn ftrylockfile(stream: *mut libc::FILE) -> libc::c_int;
     fn funlockfile(stream: *mut libc::FILE);
-    fn fflush_unlocked(stream: *mut libc::FILE) -> libc::c_int;
 }
 
 /// Bytes still in libc's `stdout`/`stderr` buffers (a `printf` without `fflush`, stdout not a
 /// terminal) go to the restored fds too, after everything else: the last words of a native
-/// library are often exactly these. Only when the stream's lock is free (`ftrylockfile`); glibc's
-/// lock is recursive, so a crash inside `printf` in this thread flushes a buffer in mid-update —
-/// which is why this runs last, when everything captured is already out.
+/// library are often exactly these. Only when the stream's lock is free (`ftrylockfile`); the
+/// lock is recursive (POSIX), so a crash inside `printf` in this thread flushes a buffer in
+/// mid-update — which is why this runs last, when everything captured is already out. (`fflush`
+/// takes the lock we hold once more; `fflush_unlocked` is not in macOS's libc.)
 pub(super) fn flush_libc() {
-    // SAFETY: glibc's standard streams are always initialised; the lock is only tried.
+    // SAFETY: libc's standard streams are always initialised; the lock is only tried.
     unsafe {
-        for stream in [stdout, stderr] {
+        for stream in [crate::platform::c_stdout(), crate::platform::c_stderr()] {
             if ftrylockfile(stream) == 0 {
-                fflush_unlocked(stream);
+                libc::fflush(stream);
                 funlockfile(stream);
             }
         }

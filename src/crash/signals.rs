@@ -4,7 +4,7 @@
 use std::cell::UnsafeCell;
 use std::ffi::c_void;
 use std::ptr;
-use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 
 use super::dump::{claim_all, dump, errno, flush_libc, reestablish, Restored};
 use super::{sleep_ms, SLOTS};
@@ -13,7 +13,7 @@ use super::{sleep_ms, SLOTS};
 const FATAL: [libc::c_int; 5] = [libc::SIGSEGV, libc::SIGABRT, libc::SIGBUS, libc::SIGFPE, libc::SIGILL];
 
 /// The thread id of the thread dumping now; 0 if none.
-static DUMPER: AtomicI32 = AtomicI32::new(0);
+static DUMPER: AtomicI64 = AtomicI64::new(0);
 
 /// The handlers' previous actions, written once before the handlers are installed.
 struct Previous(UnsafeCell<[libc::sigaction; FATAL.len()]>);
@@ -170,8 +170,7 @@ fn chain(signal: libc::c_int, info: *mut libc::siginfo_t, context: *mut c_void) 
 
 extern "C" fn on_fatal(signal: libc::c_int, info: *mut libc::siginfo_t, context: *mut c_void) {
     let errno_before = errno();
-    // SAFETY: gettid has no preconditions.
-    let me = unsafe { libc::syscall(libc::SYS_gettid) } as i32;
+    let me = crate::platform::thread_id();
     // One thread dumps; another thread crashing meanwhile waits for it (the process is dying).
     // The dumping thread itself crashing again skips straight to the chain.
     let owner = loop {
@@ -209,5 +208,5 @@ extern "C" fn on_fatal(signal: libc::c_int, info: *mut libc::siginfo_t, context:
         DUMPER.store(0, Ordering::Release);
     }
     // SAFETY: restoring the interrupted code's errno.
-    unsafe { *libc::__errno_location() = errno_before };
+    unsafe { *crate::platform::errno_location() = errno_before };
 }
