@@ -15,8 +15,11 @@ const RELEASE_CHUNK: usize = 8 << 20;
 
 /// A new, empty, close-on-exec memory file numbered above the standard streams.
 pub fn create() -> io::Result<OwnedFd> {
+    // The raw syscall, not glibc's wrapper: the wrapper is glibc 2.27+, and the manylinux_2_17
+    // wheel must load on older glibc (the ENOSYS fallback below covers kernels before 3.17).
+    let name = c"fdredirect-capture".as_ptr();
     // SAFETY: a literal name; memfd_create returns a new fd we own.
-    let fd = unsafe { libc::memfd_create(c"fdredirect-capture".as_ptr(), libc::MFD_CLOEXEC) };
+    let fd = unsafe { libc::syscall(libc::SYS_memfd_create, name, libc::MFD_CLOEXEC) } as libc::c_int;
     let fd = if fd >= 0 {
         fd
     } else {
