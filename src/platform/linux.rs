@@ -15,8 +15,11 @@ fn check(ret: libc::c_int) -> io::Result<libc::c_int> {
 /// A new, empty memory file, close-on-exec and `O_APPEND`. memfd: no writable directory needed
 /// (containers often lack one), and captured output never reaches a disk.
 pub fn memory_file() -> io::Result<OwnedFd> {
-    // SAFETY: a literal name; memfd_create returns a new fd we own.
-    let fd = unsafe { libc::memfd_create(c"fdredirect-capture".as_ptr(), libc::MFD_CLOEXEC) };
+    // The raw syscall, not glibc's wrapper: the wrapper is glibc 2.27+, and the manylinux_2_17
+    // wheel must load on older glibc (the ENOSYS fallback below covers kernels before 3.17).
+    let name = c"fdredirect-capture".as_ptr();
+    // SAFETY: a literal name; memfd_create returns a new fd we own (or -1).
+    let fd = unsafe { libc::syscall(libc::SYS_memfd_create, name, libc::MFD_CLOEXEC) } as libc::c_int;
     if fd < 0 {
         let err = io::Error::last_os_error();
         return match err.raw_os_error() {
