@@ -264,3 +264,35 @@ def test_repr_and_halves() -> None:
     both = redirect_fds(os.devnull, STDOUT)
     assert repr(both) == f"redirect_fds({os.devnull!r}, -2)"
     assert (both.stdout.fd, both.stderr.fd) == (1, 2)
+
+
+def test_an_interrupt_during_the_second_switch_undoes_the_first(unbuffered: bool) -> None:
+    lines, err = run(
+        """
+import io
+stdout_then = os.fstat(1).st_ino
+
+class Interrupting(io.StringIO):
+    # Raises from flush() once fd 1 is switched: in the middle of entering both.
+    def flush(self):
+        if os.fstat(1).st_ino != stdout_then:
+            raise KeyboardInterrupt("flush")
+
+fds = lambda: sorted(os.listdir("/proc/self/fd"))
+before = fds()
+original_stderr = sys.stderr
+sys.stderr = Interrupting()
+try:
+    with redirect_fds() as (out, err):
+        print("never")
+except KeyboardInterrupt as exc:
+    caught = exc.args
+stderr_kept = sys.stderr
+sys.stderr = original_stderr
+report(caught, os.fstat(1).st_ino == stdout_then, before == fds(), isinstance(stderr_kept, Interrupting))
+print("stdout works")
+""",
+        unbuffered,
+    )
+    assert lines == [repr(("flush",)), "True", "True", "True", "stdout works"]
+    assert err == b""

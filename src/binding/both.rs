@@ -5,7 +5,7 @@
 
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
-use pyo3::types::{PyBool, PyTuple};
+use pyo3::types::PyTuple;
 
 use super::redirect::Redirect;
 use super::step::Step;
@@ -49,8 +49,7 @@ impl Redirects {
     /// Exits at once; the awaitable only hands back the result (see `Redirect.__aexit__`).
     #[pyo3(signature = (*_exc_info))]
     fn __aexit__(&self, py: Python<'_>, _exc_info: &Bound<'_, PyTuple>) -> PyResult<Step> {
-        let suppress = self.exit(py)?;
-        Ok(Step::done(PyBool::new(py, suppress).to_owned().into_any().unbind()))
+        Ok(Step::exited(py, self.exit(py)?))
     }
 
     /// The redirect of fd 1.

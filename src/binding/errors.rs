@@ -12,7 +12,7 @@ pub fn to_pyerr(err: Error) -> PyErr {
             Some(errno) => {
                 let message = strerror(errno);
                 match subject {
-                    Subject::Nothing => PyOSError::new_err((errno, message)),
+                    Subject::Nothing => os_error(errno),
                     Subject::Fd(fd) => PyOSError::new_err((errno, format!("{message}: fd {fd}"))),
                     Subject::Path(path) => PyOSError::new_err((errno, message, path.into_os_string())),
                     Subject::Tee(fd) => PyOSError::new_err((

@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
-use pyo3::types::{PyBool, PyTuple};
+use pyo3::types::PyTuple;
 
 use super::entry::Active;
 use super::live::Live;
@@ -81,8 +81,7 @@ impl Redirect {
     /// An exception landing between this call and the `await` finds the block already left.
     #[pyo3(signature = (*_exc_info))]
     fn __aexit__(&self, py: Python<'_>, _exc_info: &Bound<'_, PyTuple>) -> PyResult<Step> {
-        let suppress = self.exit(py)?;
-        Ok(Step::done(PyBool::new(py, suppress).to_owned().into_any().unbind()))
+        Ok(Step::exited(py, self.exit(py)?))
     }
 
     /// A synchronisation point: flush the native runtimes, then hand everything written to the

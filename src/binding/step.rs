@@ -8,6 +8,7 @@ use std::sync::Mutex;
 
 use pyo3::exceptions::{PyRuntimeError, PyStopIteration};
 use pyo3::prelude::*;
+use pyo3::types::PyBool;
 
 use super::lock;
 
@@ -37,6 +38,11 @@ impl Step {
         Step {
             pending: Mutex::new(Some(Pending::Done(value))),
         }
+    }
+
+    /// What `__aexit__` returns once the exit is done: hands back whether to suppress.
+    pub fn exited(py: Python<'_>, suppress: bool) -> Self {
+        Step::done(PyBool::new(py, suppress).to_owned().into_any().unbind())
     }
 }
 
