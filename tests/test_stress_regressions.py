@@ -11,11 +11,12 @@ import subprocess
 import sys
 import textwrap
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from helpers import child_env, run_child, run_file
+from helpers import Child, child_env, run_child, run_file
 
 # A hang is reported as a timeout of the child after this long (every case here takes under 2 s).
 SHORT = 5
@@ -30,11 +31,23 @@ from childlib import real_fds_to_files, reporter_to
 real_fds_to_files({str(out)!r}, {str(err)!r})
 report = reporter_to({str(result)!r})
 """
+    return _quick(lambda: run_child(setup + textwrap.dedent(code), timeout=SHORT), err, result)
+
+
+def run_quick_file(name: str, tmp_path: Path, *args: object) -> str:
+    """``run_quick`` of the program ``children/<name>``, given the files for its real stdout and
+    stderr and for its report, then ``args``."""
+    out, err, result = tmp_path / "out", tmp_path / "err", tmp_path / "result"
+    return _quick(lambda: run_file(name, out, err, result, *args, timeout=SHORT), err, result)
+
+
+def _quick(run: Callable[[], Child], err: Path, result: Path) -> str:
+    child: Child | None
     try:
-        child = run_child(setup + textwrap.dedent(code), timeout=SHORT)
+        child = run()
     except subprocess.TimeoutExpired:
         child = None
-    if child is None:
+    if child is None:  # failed here, not in the except block: no chained timeout traceback
         pytest.fail(f"hung (child killed after {SHORT} s)")
     assert child.returncode == 0, err.read_text(errors="replace")[-3000:]
     return result.read_text()
@@ -262,39 +275,7 @@ report(repr(got))
 def test_tee_blocks_left_out_of_order_across_threads(outer: str, inner: str, tmp_path: Path) -> None:
     """Thread A's tee block is left while thread B's tee block, opened inside it (B's tee copies
     go to A's pipe), is still open; what B writes after that goes to B and the real stdout only."""
-    err = run_quick(
-        f"""
-import io, threading
-from fdredirect import redirect_stdout_fd
-from fdredirect.testing import c_emit
-a_in, b_in, a_out = threading.Event(), threading.Event(), threading.Event()
-got = {{}}
-def run(name, kind, before, after):
-    sink = io.StringIO() if kind == "live" else None
-    with redirect_stdout_fd(sink, tee=True) as out:
-        c_emit(1, before, hold_gil=True)
-        after()
-    got[name] = len(sink.getvalue() if sink else out.getvalue())
-def a_after():
-    a_in.set()
-    b_in.wait()
-def b_after():
-    b_in.set()
-    a_out.wait()
-    c_emit(1, 300_000, hold_gil=True)
-def a():
-    run("a", {outer!r}, 100_000, a_after)
-    a_out.set()
-def b():
-    a_in.wait()
-    run("b", {inner!r}, 200_000, b_after)
-threads = [threading.Thread(target=a), threading.Thread(target=b)]
-[t.start() for t in threads]
-[t.join() for t in threads]
-report(repr(got))
-""",
-        tmp_path,
-    )
+    err = run_quick_file("tee_blocks_across_threads.py", tmp_path, outer, inner)
     assert ast.literal_eval(err) == {"a": 300_000, "b": 500_000}
     assert (tmp_path / "out").stat().st_size == 600_000
 
