@@ -1,10 +1,13 @@
 //! `Captured`: what a capture block returns. Reads the memory file while the block runs (after
-//! flushing), and holds the bytes read back at exit.
+//! flushing), and holds what was read back at exit: a `str` when the output is ASCII and the
+//! block decodes text (`text`), else the bytes.
 //!
 //! Under a finite `RLIMIT_FSIZE` a memory file cannot grow past the limit (writes fail with
 //! `EFBIG`, and `SIGXFSZ` kills a process that does not ignore it), where the pipe or terminal
 //! the user redirected from never would: such a capture is a pipe that the reader thread drains
 //! into memory instead.
+
+mod text;
 
 use std::os::fd::OwnedFd;
 use std::sync::{Arc, Mutex};
@@ -12,6 +15,7 @@ use std::sync::{Arc, Mutex};
 use pyo3::ffi;
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
+use text::ReadBack;
 
 use super::errors::io_error;
 use super::names;
@@ -28,7 +32,7 @@ enum State {
         channel: Arc<Channel>,
         taken: Vec<u8>,
     },
-    Done(Py<PyBytes>),
+    Done(ReadBack),
 }
 
 #[pyclass(frozen, module = "fdredirect._native")]
@@ -78,13 +82,17 @@ impl Captured {
                 State::Done(_) => return Ok(()),
             }
         };
-        let bytes = if inherited {
-            PyBytes::new(py, b"")
+        let read_back = if inherited {
+            ReadBack::Bytes(PyBytes::new(py, b"").unbind())
         } else {
             let size = memfile::size(&memfd).map_err(io_error)?;
-            new_bytes_filled(py, size, |buf| memfile::read_and_release(&memfd, buf))?
+            if text::reads_as_text(self.encoding.as_deref()) {
+                text::read_text(py, &memfd, size)?
+            } else {
+                ReadBack::Bytes(new_bytes_filled(py, size, |buf| memfile::read_and_release(&memfd, buf))?.unbind())
+            }
         };
-        *self.lock(py) = State::Done(bytes.unbind());
+        *self.lock(py) = State::Done(read_back);
         Ok(())
     }
 }
@@ -125,7 +133,7 @@ impl Captured {
                 Ok(buf.len())
             })?
         };
-        *self.lock(py) = State::Done(bytes.unbind());
+        *self.lock(py) = State::Done(ReadBack::Bytes(bytes.unbind()));
         Ok(())
     }
 
@@ -143,7 +151,7 @@ impl Captured {
                 PyBytes::new(py, taken).unbind()
             }
             // The block ended meanwhile (another thread): everything is there.
-            State::Done(bytes) => bytes.clone_ref(py),
+            State::Done(read_back) => read_back.bytes(py)?,
             State::Active(_) => PyBytes::new(py, b"").unbind(),
         })
     }
@@ -154,7 +162,7 @@ impl Captured {
     /// All bytes captured so far (inside the block, after flushing every buffer), or all of them.
     fn getbytes(&self, py: Python<'_>) -> PyResult<Py<PyBytes>> {
         let source = match &*self.lock(py) {
-            State::Done(bytes) => return Ok(bytes.clone_ref(py)),
+            State::Done(read_back) => return read_back.bytes(py),
             State::Active(memfd) => Ok(Arc::clone(memfd)),
             State::Piped { channel, .. } => Err(Arc::clone(channel)),
         };
@@ -170,6 +178,9 @@ impl Captured {
 
     /// `getbytes()` decoded with the block's encoding and errors (UTF-8 when encoding is None).
     fn getvalue(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
+        if let State::Done(ReadBack::Text(text)) = &*self.lock(py) {
+            return Ok(text.clone_ref(py).into_any());
+        }
         let bytes = self.getbytes(py)?;
         let encoding = self.encoding.as_deref().unwrap_or("utf-8");
         Ok(bytes
