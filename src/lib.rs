@@ -11,6 +11,7 @@ mod fd;
 mod flush;
 mod fork;
 mod handover;
+mod lines;
 mod locks;
 mod memfile;
 mod poll;

@@ -59,6 +59,10 @@ class Redirect:
         tee: also send every byte to the fd's original destination as it arrives.
         level: the logging level of ``KIND_LOGGER`` records.
         swap_writer: point ``sys.stdout``/``sys.stderr`` at the native writer inside the block.
+        lines: ``KIND_CALLABLE`` only: one call per line, without ``\n``/``\r\n`` (a partial
+            last line at the block's end; a line over 1 MiB in 1 MiB parts).
+        timestamps: ``KIND_CALLABLE`` only: call ``target(time, piece)``, ``time`` in seconds since
+            the epoch when the piece's last byte was read from the pipe.
 
     Raises:
         ValueError: fd is not 1 or 2, an unknown kind, ``KIND_STDOUT`` for fd 1, a NUL in the path.
@@ -76,6 +80,8 @@ class Redirect:
         level: int,
         *,
         swap_writer: bool = True,
+        lines: bool = False,
+        timestamps: bool = False,
     ) -> Self: ...
     def __enter__(self) -> Any:
         """Flush, switch the fd, point ``sys.stdout``/``sys.stderr`` at the native writer (unless

@@ -9,6 +9,7 @@ import logging
 from typing import TYPE_CHECKING, Any, Callable, TypeVar, cast
 
 from . import _native
+from ._lines import check_callable_shape
 from ._targets import check_codec, classify
 
 if TYPE_CHECKING:
@@ -34,8 +35,11 @@ class _RedirectFd(_native.Redirect):
         errors: str = "replace",
         tee: bool = False,
         level: int | None = None,
+        lines: bool = False,
+        timestamps: bool = False,
     ) -> Self:
         kind, arg = classify(target, cls._STREAM)
+        check_callable_shape(kind, target, lines=lines, timestamps=timestamps)
         check_codec(encoding, errors)
         if not isinstance(tee, bool):
             raise TypeError(f"tee must be a bool, not {type(tee).__name__}")
@@ -44,7 +48,18 @@ class _RedirectFd(_native.Redirect):
         elif isinstance(level, bool) or not isinstance(level, int):
             raise TypeError(f"level must be an int (a logging level), not {type(level).__name__}")
         return super().__new__(
-            cls, cls._FD, kind, arg, target, encoding, errors, tee, level, swap_writer=cls._SWAP_WRITER
+            cls,
+            cls._FD,
+            kind,
+            arg,
+            target,
+            encoding,
+            errors,
+            tee,
+            level,
+            swap_writer=cls._SWAP_WRITER,
+            lines=lines,
+            timestamps=timestamps,
         )
 
     def __call__(self, func: _F) -> _F:
@@ -94,6 +109,12 @@ class redirect_stdout_fd(_RedirectFd):  # noqa: N801 - named like contextlib.red
         errors: the decoding error handler.
         tee: also send every byte to where the stream pointed before, as it arrives.
         level: the level of logger records (default ``logging.INFO``).
+        lines: a callable target gets one call per line, without its ``\n`` (or ``\r\n``), so
+            ``tqdm.write`` or ``rich``'s ``console.print`` can be the target; a partial last line
+            comes at the end of the block, and a line longer than 1 MiB comes in 1 MiB parts.
+        timestamps: a callable target is called as ``target(time, piece)``, ``time`` (as from
+            ``time.time()``) when the piece's last byte was read from the pipe. Logger records
+            always carry that time as ``created``.
 
     The redirect is process-wide: every thread's output to fd 1 goes to ``target`` while the block
     runs. One instance may be reused, nested, and used from several threads and asyncio tasks and

@@ -17,7 +17,7 @@ use pyo3::types::{PyBool, PyBytes, PyDict, PyTuple};
 
 use super::captured::Captured;
 use super::errors::{io_error, removed_file_error, to_pyerr};
-use super::live::{Live, Mode};
+use super::live::{Live, Mode, Shape};
 use super::names;
 use super::step::Step;
 use super::streams::{activate, deactivate, flush_python};
@@ -74,6 +74,8 @@ pub struct Redirect {
     /// Point `sys.stdout`/`sys.stderr` at the native writer inside the block. Off for the Jupyter
     /// extension, which keeps the kernel's streams and syncs them instead.
     swap_writer: bool,
+    /// How a callable takes its output (lines, timestamps).
+    shape: Shape,
     active: Mutex<Vec<Active>>,
 }
 
@@ -217,8 +219,8 @@ fn forward_error(fd: RawFd, channel: &Channel, plan: &Plan) -> Option<PyErr> {
 #[pymethods]
 impl Redirect {
     #[new]
-    #[pyo3(signature = (fd, kind, arg, target, encoding, errors, tee, level, *, swap_writer = true))]
-    #[allow(clippy::too_many_arguments)]
+    #[pyo3(signature = (fd, kind, arg, target, encoding, errors, tee, level, *, swap_writer = true, lines = false, timestamps = false))]
+    #[allow(clippy::too_many_arguments, clippy::fn_params_excessive_bools)]
     fn new(
         fd: RawFd,
         kind: u8,
@@ -229,6 +231,8 @@ impl Redirect {
         tee: bool,
         level: i32,
         swap_writer: bool,
+        lines: bool,
+        timestamps: bool,
     ) -> PyResult<Self> {
         if fd != 1 && fd != 2 {
             return Err(PyValueError::new_err(format!("fd must be 1 or 2, not {fd}")));
@@ -260,6 +264,7 @@ impl Redirect {
             errors,
             tee,
             swap_writer,
+            shape: Shape { lines, timestamps },
             active: Mutex::new(Vec::new()),
         })
     }
@@ -563,7 +568,7 @@ impl Redirect {
         let (live, channel) = if let Plan::Live(mode) = plan {
             let target = self.target.clone_ref(py);
             let (encoding, errors) = (self.encoding.as_deref(), self.errors.as_str());
-            let live = Live::new(py, fd, target, *mode, encoding, errors, read, forward)?;
+            let live = Live::new(py, fd, target, (*mode, self.shape), encoding, errors, read, forward)?;
             let channel = Arc::clone(live.channel());
             (Some(live), channel)
         } else {
