@@ -1,5 +1,5 @@
 //! Splitting a byte stream for incremental text delivery, without Python: a UTF-8 character cut
-//! by a read stays whole (carried to the next piece), and decoded text is cut into lines.
+//! by a read stays whole (carried to the next piece). Lines are cut in `crate::lines`.
 
 /// The length of the prefix of `bytes` that can be decoded now: everything except a trailing
 /// *incomplete but still valid* UTF-8 sequence, which must wait for its remaining bytes. An
@@ -71,32 +71,6 @@ impl Utf8Carry {
     }
 }
 
-/// Cuts decoded text into lines (without their `\n`), holding back a partial last line.
-#[derive(Debug, Default)]
-pub struct LineSplitter {
-    partial: String,
-}
-
-impl LineSplitter {
-    pub fn push(&mut self, text: &str) -> Vec<String> {
-        let mut lines = Vec::new();
-        let mut rest = text;
-        while let Some(end) = rest.find('\n') {
-            let mut line = std::mem::take(&mut self.partial);
-            line.push_str(&rest[..end]);
-            lines.push(line);
-            rest = &rest[end + 1..];
-        }
-        self.partial.push_str(rest);
-        lines
-    }
-
-    /// At the end of the stream: the partial last line, if any.
-    pub fn finish(&mut self) -> Option<String> {
-        (!self.partial.is_empty()).then(|| std::mem::take(&mut self.partial))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -125,15 +99,5 @@ mod tests {
         assert_eq!(utf8_complete_len(b"ab\xe2\x82"), 2);
         assert_eq!(utf8_complete_len(b"ab\xf0\x9f\x98"), 2);
         assert_eq!(utf8_complete_len(b"\xf0\x9f\x98\x80"), 4);
-    }
-
-    #[test]
-    fn lines_split_across_pieces() {
-        let mut lines = LineSplitter::default();
-        assert_eq!(lines.push("one\ntw"), vec!["one"]);
-        assert_eq!(lines.push("o\n\nthr"), vec!["two", ""]);
-        assert_eq!(lines.push("ee"), Vec::<String>::new());
-        assert_eq!(lines.finish().as_deref(), Some("three"));
-        assert_eq!(lines.finish(), None);
     }
 }

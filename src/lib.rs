@@ -25,6 +25,8 @@ mod handover;
 #[cfg(fdr_posix)]
 mod linebuf;
 #[cfg(fdr_posix)]
+mod lines;
+#[cfg(fdr_posix)]
 mod locks;
 #[cfg(fdr_posix)]
 mod memfile;

@@ -33,6 +33,19 @@ impl Redirect {
     }
 }
 
+/// The base class of `redirect_fds`. Its constructor raises.
+#[pyclass(subclass, frozen, module = "fdredirect._native")]
+struct Redirects;
+
+#[pymethods]
+impl Redirects {
+    #[new]
+    #[pyo3(signature = (*_args, **_kwargs))]
+    fn new(_args: &Bound<'_, PyTuple>, _kwargs: Option<&Bound<'_, PyDict>>) -> PyResult<Self> {
+        Err(PyNotImplementedError::new_err(reason()))
+    }
+}
+
 /// Named by the public API; never made here.
 #[pyclass(frozen, module = "fdredirect._native")]
 struct Captured;
@@ -60,28 +73,11 @@ fn native_module(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     m.add("UNSUPPORTED", reason())?;
     m.add_class::<Redirect>()?;
+    m.add_class::<Redirects>()?;
     m.add_class::<Captured>()?;
     m.add_function(wrap_pyfunction!(flush_all, m)?)?;
     m.add_function(wrap_pyfunction!(shutdown, m)?)?;
     m.add_function(wrap_pyfunction!(__getattr__, m)?)?;
-    // The target kinds the Python side classifies into before it constructs a `Redirect`.
-    for (value, name) in [
-        "KIND_CAPTURE",
-        "KIND_FD",
-        "KIND_PATH",
-        "KIND_FILE",
-        "KIND_DEVNULL",
-        "KIND_STDOUT",
-        "KIND_TEXT_STREAM",
-        "KIND_BYTES_STREAM",
-        "KIND_CALLABLE",
-        "KIND_LOGGER",
-    ]
-    .into_iter()
-    .enumerate()
-    {
-        m.add(name, value)?;
-    }
     Ok(())
 }
 
@@ -95,9 +91,11 @@ mod tests {
         Python::attach(|py| {
             let module = PyModule::new(py, "_native").unwrap();
             native_module(&module).unwrap();
-            let err = module.getattr("Redirect").unwrap().call1((1, "capture")).unwrap_err();
-            assert!(err.is_instance_of::<PyNotImplementedError>(py));
-            assert_eq!(err.value(py).to_string(), reason());
+            for class in ["Redirect", "Redirects"] {
+                let err = module.getattr(class).unwrap().call1((1, "capture")).unwrap_err();
+                assert!(err.is_instance_of::<PyNotImplementedError>(py));
+                assert_eq!(err.value(py).to_string(), reason());
+            }
             let missing = module.getattr("c_printf").unwrap_err();
             assert!(missing.is_instance_of::<PyAttributeError>(py));
             assert!(missing.value(py).to_string().ends_with(&reason()));

@@ -41,6 +41,7 @@ class redirect_fds(_native.Redirects):  # noqa: N801 - named like redirect_stdou
             is copied to where stdout pointed before.
         level: the level of logger records (default ``logging.INFO`` for stdout and
             ``logging.WARNING`` for stderr).
+        lines, timestamps: as for :class:`redirect_stdout_fd`, for callable targets.
 
     Two separate targets receive their streams separately: their relative order is not kept
     (use ``stderr=STDOUT`` for that). Like the single-fd redirects, an instance may be reused,
@@ -63,14 +64,26 @@ class redirect_fds(_native.Redirects):  # noqa: N801 - named like redirect_stdou
         errors: str = "replace",
         tee: bool = False,
         level: int | None = None,
+        lines: bool = False,
+        timestamps: bool = False,
     ) -> Self:
         if _is_stdout(stdout):
             raise ValueError("stdout=STDOUT: STDOUT is a target for stderr only (stderr=STDOUT sends stderr to stdout)")
         merged = _is_stdout(stderr)
-        out = redirect_stdout_fd(stdout, encoding=encoding, errors=errors, tee=tee, level=level)
+        out = redirect_stdout_fd(
+            stdout, encoding=encoding, errors=errors, tee=tee, level=level, lines=lines, timestamps=timestamps
+        )
         # Merged, fd 2 shares fd 1's pipe: copying it again to the original stderr would
         # duplicate it, and out of order.
-        err = redirect_stderr_fd(stderr, encoding=encoding, errors=errors, tee=tee and not merged, level=level)
+        err = redirect_stderr_fd(
+            stderr,
+            encoding=encoding,
+            errors=errors,
+            tee=tee and not merged,
+            level=level,
+            lines=lines,
+            timestamps=timestamps,
+        )
         if merged and is_logger(stdout):
             # Checked again at enter (natively), but then fd 1 would already be switched.
             refuse_logging_loop(stdout, "stderr")

@@ -4,6 +4,7 @@ names, defaults, argument checking and documentation live here."""
 from __future__ import annotations
 
 from . import _native
+from ._lines import check_callable_shape
 from ._targets import check_codec, classify
 
 # ``import fdredirect`` stays cheap (issue 14): typing, functools, inspect and logging are not
@@ -58,8 +59,11 @@ class _RedirectFd(_native.Redirect):
         errors: str = "replace",
         tee: bool = False,
         level: int | None = None,
+        lines: bool = False,
+        timestamps: bool = False,
     ) -> Self:
         kind, arg = classify(target, cls._STREAM)
+        check_callable_shape(kind, target, lines=lines, timestamps=timestamps)
         check_codec(encoding, errors)
         if not isinstance(tee, bool):
             raise TypeError(f"tee must be a bool, not {type(tee).__name__}")
@@ -67,7 +71,11 @@ class _RedirectFd(_native.Redirect):
             level = _INFO if cls._FD == 1 else _WARNING
         elif isinstance(level, bool) or not isinstance(level, int):
             raise TypeError(f"level must be an int (a logging level), not {type(level).__name__}")
-        plan = (kind, level if kind == "logger" else arg)
+        if kind == "logger":
+            arg = level
+        elif kind == "callable":
+            arg = (lines, timestamps)
+        plan = (kind, arg)
         return super().__new__(cls, cls._FD, plan, target, encoding, errors, tee, swap_writer=cls._SWAP_WRITER)
 
     def __call__(self, func: _F) -> _F:
@@ -106,6 +114,12 @@ class redirect_stdout_fd(_RedirectFd):  # noqa: N801 - named like contextlib.red
         errors: the decoding error handler.
         tee: also send every byte to where the stream pointed before, as it arrives.
         level: the level of logger records (default ``logging.INFO``).
+        lines: a callable target gets one call per line, without its ``\n`` (or ``\r\n``), so
+            ``tqdm.write`` or ``rich``'s ``console.print`` can be the target; a partial last line
+            comes at the end of the block, and a line longer than 1 MiB comes in 1 MiB parts.
+        timestamps: a callable target is called as ``target(time, piece)``, ``time`` (as from
+            ``time.time()``) when the piece's last byte was read from the pipe. Logger records
+            always carry that time as ``created``.
 
     The redirect is process-wide: every thread's output to fd 1 goes to ``target`` while the block
     runs. One instance may be reused, nested, and used from several threads and asyncio tasks and

@@ -18,8 +18,9 @@ use pyo3::PyErr;
 use crate::delivery;
 use crate::locks;
 use crate::reader::{self, Channel};
+use crate::stamped::Stamped;
 use target::Target;
-pub use target::{delivering, Mode};
+pub use target::{delivering, Mode, Shape};
 pub use thread::{hold_for_fork, open_loggers, shutdown, sync_fd};
 use thread::{ACTIVE, SHUTDOWN_WAIT, SHUTTING_DOWN};
 
@@ -67,13 +68,13 @@ impl Live {
         py: Python<'_>,
         fd: RawFd,
         object: Py<PyAny>,
-        mode: Mode,
+        (mode, shape): (Mode, Shape),
         encoding: Option<&str>,
         errors: &str,
         read: OwnedFd,
         forward: Vec<OwnedFd>,
     ) -> PyResult<Arc<Live>> {
-        let target = Target::new(py, fd, object.clone_ref(py), mode, encoding, errors)?;
+        let target = Target::new(py, fd, object.clone_ref(py), mode, shape, encoding, errors)?;
         delivery::start(thread::run).map_err(super::errors::io_error)?;
         let channel = Arc::new_cyclic(|me: &Weak<Channel>| {
             let me = me.clone();
@@ -118,7 +119,7 @@ impl Live {
     pub fn deliver_rest(&self, py: Python<'_>, late: Option<OwnedFd>) -> PyResult<()> {
         self.forget(py);
         let rest = py.detach(|| reader::finish_block(&self.channel, late));
-        match self.deliver(py, rest.bytes, true) {
+        match self.deliver(py, rest, true) {
             Some(err) => Err(err),
             None => Ok(()),
         }
@@ -180,16 +181,16 @@ impl Live {
     }
 
     /// Deliver what is pending plus `extra`. With `last`, returns the target's first exception.
-    fn deliver(&self, py: Python<'_>, extra: Vec<u8>, last: bool) -> Option<PyErr> {
+    fn deliver(&self, py: Python<'_>, extra: Stamped, last: bool) -> Option<PyErr> {
         if !self.claim(py, false) {
             return None; // interpreter exit: `shutdown` writes what is pending to the original fd
         }
         // Taken with the GIL held: bytes taken by a thread that then waited for the GIL could be
         // stranded forever at interpreter shutdown. The channel lock is only ever held briefly.
-        let mut bytes = self.channel.take_pending();
-        bytes.extend(extra);
+        let mut pending = self.channel.take_stamped();
+        pending.extend(extra);
         // Uncontended: only the holder of the turn touches the target.
-        let error = super::lock(py, &self.target).deliver(py, &bytes, last);
+        let error = super::lock(py, &self.target).deliver(py, &pending, last);
         self.release(py);
         error
     }
@@ -213,8 +214,8 @@ impl Live {
         if !self.claim(py, false) {
             return Ok(()); // interpreter exit: `shutdown` has taken everything
         }
-        let bytes = self.channel.take_pending();
-        let sent = super::lock(py, &self.target).deliver_now(py, &bytes);
+        let pending = self.channel.take_stamped();
+        let sent = super::lock(py, &self.target).deliver_now(py, &pending);
         self.release(py);
         sent?;
         if flush_target {

@@ -25,6 +25,14 @@ pub static STDOUT: Interned = Interned::new("stdout");
 pub static TOBYTES: Interned = Interned::new("tobytes");
 pub static WRITE: Interned = Interned::new("write");
 pub static WRITE_THROUGH: Interned = Interned::new("write_through");
+// The logger records of live blocks (`live::target`).
+pub static CREATED: Interned = Interned::new("created");
+pub static HANDLE: Interned = Interned::new("handle");
+pub static ISENABLEDFOR: Interned = Interned::new("isEnabledFor");
+pub static MAKERECORD: Interned = Interned::new("makeRecord");
+pub static MSECS: Interned = Interned::new("msecs");
+pub static NAME: Interned = Interned::new("name");
+pub static RELATIVECREATED: Interned = Interned::new("relativeCreated");
 
 /// At import, while nothing else runs.
 pub fn intern_all(py: Python<'_>) {
@@ -48,6 +56,13 @@ pub fn intern_all(py: Python<'_>) {
         &TOBYTES,
         &WRITE,
         &WRITE_THROUGH,
+        &CREATED,
+        &HANDLE,
+        &ISENABLEDFOR,
+        &MAKERECORD,
+        &MSECS,
+        &NAME,
+        &RELATIVECREATED,
     ] {
         name.get(py);
     }

@@ -12,7 +12,7 @@ use pyo3::prelude::*;
 use pyo3::types::PyBytes;
 
 use super::errors::to_pyerr;
-use super::live::Mode;
+use super::live::{Mode, Shape};
 use super::names;
 use crate::error::{Error, Subject};
 use crate::stack::{self, Sink};
@@ -66,12 +66,12 @@ pub enum Plan {
     /// Where the fd pointed before any redirect (see `original`).
     Original,
     /// A Python object that receives output while the block runs, through a pipe and the reader.
-    Live(Mode),
+    Live(Mode, Shape),
 }
 
 impl Plan {
     /// `plan` is `(kind, arg)`: `arg` is the fd for `"fd"`, the `os.fsencode`d path for `"path"`,
-    /// the level for `"logger"`, else ignored. `text`: the block decodes (callables get `str`).
+    /// the level for `"logger"`, `(lines, timestamps)` for `"callable"`, else ignored. `text`: the block decodes (callables get `str`).
     pub fn new(fd: RawFd, plan: &Bound<'_, PyAny>, text: bool) -> PyResult<Plan> {
         let (kind, arg): (Kind, Bound<'_, PyAny>) = plan.extract()?;
         Ok(match kind {
@@ -86,11 +86,18 @@ impl Plan {
             Kind::Stdout if fd == 2 => Plan::Stdout,
             Kind::Stdout => return Err(PyValueError::new_err("STDOUT is only a target for stderr")),
             Kind::Original => Plan::Original,
-            Kind::TextStream => Plan::Live(Mode::Text { call: false }),
-            Kind::BytesStream => Plan::Live(Mode::Bytes { call: false }),
-            Kind::Callable if text => Plan::Live(Mode::Text { call: true }),
-            Kind::Callable => Plan::Live(Mode::Bytes { call: true }),
-            Kind::Logger => Plan::Live(Mode::Logger { level: arg.extract()? }),
+            Kind::TextStream => Plan::Live(Mode::Text { call: false }, Shape::default()),
+            Kind::BytesStream => Plan::Live(Mode::Bytes { call: false }, Shape::default()),
+            Kind::Callable => {
+                let (lines, timestamps) = arg.extract()?;
+                let mode = if text {
+                    Mode::Text { call: true }
+                } else {
+                    Mode::Bytes { call: true }
+                };
+                Plan::Live(mode, Shape { lines, timestamps })
+            }
+            Kind::Logger => Plan::Live(Mode::Logger { level: arg.extract()? }, Shape::default()),
         })
     }
 
@@ -115,7 +122,7 @@ impl Plan {
             Plan::DevNull => Sink::DevNull,
             Plan::Stdout => Sink::Follow(1),
             Plan::Original => Sink::Fd(original(py, fd, held)?),
-            Plan::Live(_) => return Ok(None),
+            Plan::Live(..) => return Ok(None),
         }))
     }
 

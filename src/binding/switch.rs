@@ -83,10 +83,10 @@ impl Redirect {
             None => {}
         }
         // Everything that needs the GIL is made before the switch.
-        let (live, channel) = if let Plan::Live(mode) = &self.plan {
+        let (live, channel) = if let Plan::Live(mode, shape) = &self.plan {
             let target = self.target.clone_ref(py);
             let (encoding, errors) = (self.encoding.as_deref(), self.errors.as_str());
-            let live = Live::new(py, fd, target, *mode, encoding, errors, read, forward)?;
+            let live = Live::new(py, fd, target, (*mode, *shape), encoding, errors, read, forward)?;
             let channel = Arc::clone(live.channel());
             (Some(live), channel)
         } else {

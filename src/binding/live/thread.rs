@@ -36,7 +36,7 @@ pub(super) fn run(wake: &OwnedFd) {
                 // The only place a native thread runs Python. During interpreter shutdown, taking
                 // the GIL back blocks forever (PyO3 parks the thread); nothing ever joins it.
                 if !SHUTTING_DOWN.load(Ordering::Acquire) {
-                    live.deliver(py, Vec::new(), false);
+                    live.deliver(py, crate::stamped::Stamped::default(), false);
                 }
             }
             // Only channels while detached: a `Live` held there could become the last reference
