@@ -29,7 +29,14 @@ impl Redirect {
         let entered = py.detach(|| stack::enter(fd, sink, false)).map_err(to_pyerr)?;
         let id = entered.id;
         let (memfd, file) = match sink {
-            Sink::Path(_) => (None, entered.capture),
+            // A path that opens a file with no name already (`/dev/stderr` onto an unlinked
+            // temporary file, as pytest's fd capture uses) cannot be removed during the block.
+            Sink::Path(_) => (
+                None,
+                entered
+                    .capture
+                    .filter(|file| fd::link_count(file.as_raw_fd()).is_ok_and(|links| links > 0)),
+            ),
             _ => (entered.capture, None),
         };
         if let Some(memfd) = &memfd {
