@@ -1,8 +1,10 @@
-//! Thin wrappers over the file-descriptor syscalls of the switch, the sinks and the reader (dup,
-//! open, pipes, poll, status flags). Elsewhere in the core, `unsafe` is about something other
-//! than handing out fds: the memory file's reads and page release (`memfile`), libc's `FILE`
-//! objects and the loader (`flush`), the fork handlers (`fork`), and the crash handler, which
-//! may only make async-signal-safe calls and so makes its own (`crash`).
+//! Thin wrappers over the portable file-descriptor syscalls of the switch, the sinks and the
+//! reader (dup, open, poll, status flags). Elsewhere in the core, `unsafe` is about something
+//! other than handing out fds, or differs per operating system: the calls that differ
+//! (`platform`: memory file, pipe, timer, loader, page release), the memory file's reads
+//! (`memfile`), libc's `FILE` objects and the loader's handles (`flush`), the fork handlers
+//! (`fork`), and the crash handler, which may only make async-signal-safe calls and so makes its
+//! own (`crash`).
 
 use std::ffi::CStr;
 use std::io;

@@ -21,9 +21,16 @@ pub fn create() -> io::Result<OwnedFd> {
     crate::fd::lift_above_stdio(platform::memory_file()?)
 }
 
-/// How many bytes the memory file holds now.
+/// How many bytes the memory file holds now. `lseek` to the end rather than `fstat`: a memfd's
+/// `fstat` costs 0.40 µs here, `lseek` 0.16 µs, on the path of every capture block. Moving the
+/// shared file offset is harmless: every write appends (`O_APPEND`) and every read is a `pread`.
 pub fn size(fd: &OwnedFd) -> io::Result<usize> {
-    Ok(crate::fd::fstat(fd.as_raw_fd())?.st_size as usize)
+    // SAFETY: lseek only moves the offset of an fd we own.
+    let end = unsafe { libc::lseek(fd.as_raw_fd(), 0, libc::SEEK_END) };
+    if end < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(end as usize)
 }
 
 /// Fill `buf` from `offset` on. Returns how many bytes were read (less only if the file is shorter).

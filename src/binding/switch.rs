@@ -39,15 +39,7 @@ impl Redirect {
             ),
             _ => (entered.capture, None),
         };
-        if let Some(memfd) = &memfd {
-            let held = Held {
-                memfd: Some(memfd.as_raw_fd()),
-                pipe: None,
-                channel: None,
-                show_pending: false,
-            };
-            crash::attach(id, &held);
-        }
+        let memfd_number = memfd.as_ref().map(AsRawFd::as_raw_fd);
         let captured = match memfd.map(|memfd| self.new_captured(py, memfd)).transpose() {
             Ok(captured) => captured,
             Err(err) => {
@@ -55,6 +47,16 @@ impl Redirect {
                 return Err(err);
             }
         };
+        // Once `Captured` owns the memory file: it is closed after the block's exit (see `Held`).
+        if memfd_number.is_some() {
+            let held = Held {
+                memfd: memfd_number,
+                pipe: None,
+                channel: None,
+                show_pending: false,
+            };
+            crash::attach(id, &held);
+        }
         Ok(Switched {
             id,
             captured,

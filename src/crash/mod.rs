@@ -7,9 +7,10 @@
 //!
 //! The handler may only make async-signal-safe calls: no allocation, no lock that can block.
 //! So the stack's state is mirrored in a fixed table of atomics (`track`/`retarget`/`untrack`,
-//! called under the stack lock for the stack's entries; a `guard` has a slot of its own), and
-//! each slot owns its own copies of the fds it reads, so a number it holds is never closed and
-//! reused behind its back.
+//! called under the stack lock for the stack's entries; a `guard` has a slot of its own). A
+//! number a slot holds is never closed and reused behind its back: it either owns a copy, or the
+//! fd's owner keeps it open until the entry is untracked (the stack's saved fd; a capture's memory
+//! file, which its `Captured` closes only after the block's exit).
 //!
 //! A slot being changed (`BUSY`) is waited for briefly; a slot being dumped (`DUMPING`) makes a
 //! changer wait until the dump is over — the process is dying, and closing the saved fd would
@@ -44,12 +45,15 @@ struct Slot {
     fd: AtomicI32,
     /// The stack entry's saved fd (owned by the stack); -1 when the fd was closed before.
     saved: AtomicI32,
-    /// A copy of the capture's memory file, owned by the slot; -1 if none.
+    /// The capture's memory file, kept open by its owner until `untrack` (for a guard: the slot's
+    /// own copy, closed with the slot); -1 if none.
     memfd: AtomicI32,
     /// A copy of the live pipe's read end (non-blocking), owned by the slot; -1 if none.
     pipe: AtomicI32,
-    /// For a guard (`guard`): the slot's own copy of `saved`, closed with the slot; -1 otherwise.
+    /// For a guard (`guard`): the slot's own copies of `saved` and `memfd`, closed with the
+    /// slot; -1 otherwise.
     owned_saved: AtomicI32,
+    owned_held: AtomicI32,
     /// `Arc::into_raw` of the block's channel (live or tee). Null if none.
     channel: AtomicPtr<Channel>,
     /// Whether the channel's undelivered bytes are shown (a live target's; a tee's were already
@@ -70,6 +74,7 @@ impl Slot {
             memfd: AtomicI32::new(-1),
             pipe: AtomicI32::new(-1),
             owned_saved: AtomicI32::new(-1),
+            owned_held: AtomicI32::new(-1),
             channel: AtomicPtr::new(ptr::null_mut()),
             show_pending: AtomicBool::new(false),
         }
@@ -162,12 +167,13 @@ pub fn untrack(id: u64) {
     let Some(slot) = lock_slot(id) else {
         return;
     };
-    for fd in [&slot.memfd, &slot.pipe, &slot.owned_saved] {
+    for fd in [&slot.pipe, &slot.owned_saved, &slot.owned_held] {
         let fd = fd.swap(-1, Ordering::Relaxed);
         if fd >= 0 {
             crate::fd::close(fd);
         }
     }
+    slot.memfd.store(-1, Ordering::Relaxed);
     let channel = slot.channel.swap(ptr::null_mut(), Ordering::Relaxed);
     slot.saved.store(-1, Ordering::Relaxed);
     slot.state.store(FREE, Ordering::Release);
@@ -179,7 +185,9 @@ pub fn untrack(id: u64) {
 
 /// What a block holds that the user has not seen yet.
 pub struct Held<'a> {
-    /// The memory file of a capture (not a tee's: that was shown as it arrived).
+    /// The memory file of a capture (not a tee's: that was shown as it arrived). The slot reads
+    /// it without a copy of its own (one `dup` and one `close` less per block): the caller must
+    /// keep it open until the entry is untracked (`stack::exit` does that before returning).
     pub memfd: Option<RawFd>,
     /// The read end of a live or tee block's pipe.
     pub pipe: Option<RawFd>,
@@ -195,13 +203,12 @@ pub struct Held<'a> {
 pub fn attach(id: u64, held: &Held<'_>) {
     install();
     ensure_signal_stack();
-    let copy = |fd: Option<RawFd>| fd.and_then(|fd| crate::fd::dup_above_stdio(fd).ok());
-    let (memfd, pipe) = (copy(held.memfd), copy(held.pipe));
+    // The pipe's read end is the channel's, which may close it at EOF while the block lasts.
+    let pipe = held.pipe.and_then(|fd| crate::fd::dup_above_stdio(fd).ok());
     let Some(slot) = lock_slot(id) else {
         return;
     };
-    slot.memfd
-        .store(memfd.map_or(-1, std::os::fd::IntoRawFd::into_raw_fd), Ordering::Relaxed);
+    slot.memfd.store(held.memfd.unwrap_or(-1), Ordering::Relaxed);
     slot.pipe
         .store(pipe.map_or(-1, std::os::fd::IntoRawFd::into_raw_fd), Ordering::Relaxed);
     if let Some(channel) = held.channel {
@@ -228,8 +235,9 @@ pub fn guard(fd: RawFd, saved: RawFd, held: RawFd) -> std::io::Result<u64> {
     if let Some(slot) = lock_slot(id) {
         slot.owned_saved
             .store(std::os::fd::IntoRawFd::into_raw_fd(saved), Ordering::Relaxed);
-        slot.memfd
-            .store(std::os::fd::IntoRawFd::into_raw_fd(held), Ordering::Relaxed);
+        let held = std::os::fd::IntoRawFd::into_raw_fd(held);
+        slot.owned_held.store(held, Ordering::Relaxed);
+        slot.memfd.store(held, Ordering::Relaxed);
         slot.state.store(ACTIVE, Ordering::Release);
     }
     Ok(id)
