@@ -12,7 +12,6 @@ import json
 import os
 import platform
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -20,6 +19,8 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
+
+from integration_cases import import_time, jupyter_cell, pytest_suite
 
 MIB = 1 << 20
 BULK = 256 * MIB
@@ -369,110 +370,6 @@ def print_heavy(competitor: str) -> dict[str, Any]:
             print("a line of output", i)
         sys.stdout.flush()
     return {"s": time.perf_counter() - start}
-
-
-# --- case 8: import time -----------------------------------------------------------------------
-
-IMPORTS = 41
-
-
-def import_time(competitor: str) -> dict[str, Any]:
-    """``import <module>`` timed inside fresh interpreters, so only the import counts: the median
-    and the fastest wall time, and the median CPU time (less sensitive to a loaded machine)."""
-    module = {"fdredirect": "fdredirect", "wurlitzer": "wurlitzer", "os (already loaded at startup)": "os"}[competitor]
-    code = (
-        "import time; t = time.perf_counter(); c = time.process_time(); "
-        f"import {module}; print(time.perf_counter() - t, time.process_time() - c)"
-    )
-    # With bytecode cached, as an installed wheel has it (pip compiles at install; an editable
-    # install compiles at the first import, here the untimed warm-up).
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
-    subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, check=True)
-    walls, cpus = [], []
-    for _ in range(IMPORTS):
-        done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
-        wall, cpu = done.stdout.split()
-        walls.append(float(wall) * 1e3)
-        cpus.append(float(cpu) * 1e3)
-    return {"ms": statistics.median(walls), "min_ms": min(walls), "cpu_ms": statistics.median(cpus)}
-
-
-# --- case 9: a Jupyter cell with 10,000 prints -------------------------------------------------
-
-CELL_PRINTS = 10_000
-CELL = f"for i in range({CELL_PRINTS}):\n    print('a line of output', i)"
-CELL_TEXT = "".join(f"a line of output {i}\n" for i in range(CELL_PRINTS))
-
-
-def _execute(client: Any, code: str) -> tuple[float, str]:
-    """Run one cell; the time from the request until the kernel is idle again (all its output
-    published), and the stdout text it published."""
-    start = time.perf_counter()
-    msg_id = client.execute(code)
-    texts = []
-    while True:
-        msg = client.get_iopub_msg(timeout=120)
-        if msg["parent_header"].get("msg_id") != msg_id:
-            continue
-        if msg["msg_type"] == "stream" and msg["content"]["name"] == "stdout":
-            texts.append(msg["content"]["text"])
-        elif msg["msg_type"] == "status" and msg["content"]["execution_state"] == "idle":
-            took = time.perf_counter() - start
-            break
-    reply = client.get_shell_msg(timeout=120)
-    assert reply["content"]["status"] == "ok", reply["content"]
-    return took, "".join(texts)
-
-
-def jupyter_cell(competitor: str) -> dict[str, Any]:
-    from jupyter_client.manager import start_new_kernel
-
-    manager, client = start_new_kernel(startup_timeout=60, kernel_name="python3")
-    try:
-        if competitor == "with the extension":
-            _execute(client, "%load_ext fdredirect")
-        runs = []
-        for _ in range(REPEATS + 1):  # the first one warms up
-            took, text = _execute(client, CELL)
-            assert text == CELL_TEXT, "the cell's output is incomplete"
-            runs.append(took)
-    finally:
-        client.stop_channels()
-        manager.shutdown_kernel(now=True)
-    return {"s": statistics.median(runs[1:])}
-
-
-# --- case 10: a test suite of 1,000 tiny tests --------------------------------------------------
-
-SUITE_TESTS = 1_000
-SUITE_RUNS = 5
-
-
-def pytest_suite(competitor: str) -> dict[str, Any]:
-    """``pytest -q`` on 1,000 passing one-line tests in a fresh process: wall time and CPU time
-    (user + system, less sensitive to a loaded machine), medians."""
-    import resource
-
-    tests = "".join(f"def test_{i}():\n    assert {i} >= 0\n\n\n" for i in range(SUITE_TESTS))
-    extra = ["-p", "no:fdredirect"] if competitor == "-p no:fdredirect" else []
-    runs = []
-    with tempfile.TemporaryDirectory() as tmp:
-        with open(os.path.join(tmp, "test_tiny.py"), "w") as file:
-            file.write(tests)
-        command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *extra, tmp]
-        for _ in range(SUITE_RUNS + 1):  # the first one warms up (bytecode, page cache)
-            before = resource.getrusage(resource.RUSAGE_CHILDREN)
-            start = time.perf_counter()
-            done = subprocess.run(command, cwd=tmp, capture_output=True, text=True, check=False)
-            wall = time.perf_counter() - start
-            after = resource.getrusage(resource.RUSAGE_CHILDREN)
-            cpu = after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime
-            runs.append((cpu, wall))
-            assert f"{SUITE_TESTS} passed" in done.stdout, done.stdout[-2000:]
-    return {
-        "cpu_s": statistics.median(cpu for cpu, _ in runs[1:]),
-        "s": statistics.median(wall for _, wall in runs[1:]),
-    }
 
 
 CASES: dict[str, Callable[[str], dict[str, Any]]] = {

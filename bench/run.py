@@ -83,12 +83,12 @@ PLAN: list[tuple[str, str, list[str]]] = [
     ),
     (
         "jupyter_cell",
-        "9. A Jupyter cell with 10,000 print() calls, request until idle (s, median of 7)",
+        "9. A Jupyter cell with 10,000 print() calls, request until idle (s, median of 7, kernels alternating)",
         ["with the extension", "without the extension"],
     ),
     (
         "pytest_suite",
-        "10. pytest -q on 1,000 tiny tests, per-phase flush (s, median of 5; ratio on CPU time)",
+        "10. pytest -q on 1,000 tiny tests, per-phase flush (s, median of 9, runs alternating)",
         ["plugin installed", "-p no:fdredirect"],
     ),
 ]

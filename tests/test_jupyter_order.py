@@ -93,9 +93,9 @@ def kernels(request: pytest.FixtureRequest) -> Iterator[tuple[Kernel, Kernel]]:
 ALTERNATING_C = """
 for i in range(3):
     c_printf(f"out {i}\\n", flush=True)
-    time.sleep(0.05)
+    time.sleep(0.1)
     c_fprintf_stderr(f"err {i}\\n")
-    time.sleep(0.05)
+    time.sleep(0.1)
 """
 
 # Native and Python output on both streams, back to back.
