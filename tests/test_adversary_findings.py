@@ -1,6 +1,6 @@
 """Open defects found by the adversary on main bf34565, one test each, marked xfail(strict=True): each
 fails today, deterministically; once its defect is fixed the test passes, strict xfail turns that into
-a failure, and the marker is to be removed. Reproducers with details: the lead's notes, findings2/."""
+a failure, and the marker is to be removed (the tests without one guard fixed findings)."""
 
 from __future__ import annotations
 
@@ -54,7 +54,6 @@ report((before, where()))
     assert after == before
 
 
-@pytest.mark.xfail(strict=True, reason="a path opening an unlinked file raises a false 'file was removed'")
 def test_path_target_on_unlinked_file_is_no_error(unbuffered: bool) -> None:
     # pytest's own capture=fd puts fd 2 on an unlinked temporary file: "/dev/stderr" opens it.
     result = reported(
