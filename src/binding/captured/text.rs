@@ -30,9 +30,13 @@ extern "C" {
 /// Encodings that decode every ASCII byte to the same character, whatever the error handler.
 const ASCII_SUPERSETS: &[&str] = &["utf-8", "utf8", "ascii", "us-ascii", "latin-1", "latin1", "iso-8859-1"];
 
-/// Whether a capture in `encoding` is read back as text (`read_text`) rather than `bytes`.
-pub fn reads_as_text(encoding: Option<&str>) -> bool {
-    encoding.is_some_and(|e| encoding_is(e, ASCII_SUPERSETS))
+/// Below this, decoding a copy costs little: small captures keep the plain `bytes` path (and
+/// tiny `str`s stay the interpreter's own, such as its one-character singletons).
+const MIN_TEXT: usize = 64 << 10;
+
+/// Whether a capture of `len` bytes in `encoding` is read back as text (`read_text`).
+pub fn reads_as_text(encoding: Option<&str>, len: usize) -> bool {
+    len >= MIN_TEXT && encoding.is_some_and(|e| encoding_is(e, ASCII_SUPERSETS))
 }
 
 /// What a capture read back holds.
@@ -73,15 +77,12 @@ pub fn read_text(py: Python<'_>, memfd: &OwnedFd, len: usize) -> PyResult<ReadBa
     Ok(ReadBack::Bytes(bytes.unbind()))
 }
 
-/// A new `str` of `len` ASCII characters, and its characters' bytes to fill: `None` for an empty
-/// capture or where the runtime does not hand them out.
+/// A new `str` of `len` (at least `MIN_TEXT`) ASCII characters, and its characters' bytes to
+/// fill: `None` where the runtime does not hand them out.
 fn new_ascii(py: Python<'_>, len: usize) -> PyResult<Option<(Bound<'_, PyString>, &mut [u8])>> {
     let Ok(size) = ffi::Py_ssize_t::try_from(len) else {
         return Ok(None);
     };
-    if len == 0 {
-        return Ok(None); // the empty `str` is a shared singleton: never write into it
-    }
     // SAFETY: asks CPython for a new compact ASCII `str` of `size` characters (uninitialised).
     let raw = unsafe { PyUnicode_New(size, 127) };
     // SAFETY: `raw` is a new reference, or NULL with an exception set.
