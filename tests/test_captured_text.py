@@ -65,3 +65,23 @@ def test_empty_and_bytes_blocks() -> None:
         c_write(1, b"raw\n")
     assert raw.getbytes() == b"raw\n"
     assert raw.getvalue() == "raw\n"
+
+
+@pytest.mark.parametrize(
+    ("encoding", "errors", "tail"),
+    [
+        ("utf-8", "replace", "caf\u00e9 \u20ac \U0001f600\n".encode()),  # valid: decoded at exit
+        ("utf-8", "replace", b"bad \xff\xfe\n"),  # invalid: bytes, decoded with the handler
+        ("latin-1", "strict", b"caf\xe9\n"),
+        ("ascii", "replace", b"caf\xe9\n"),
+    ],
+)
+def test_large_non_ascii_output_gives_the_same_text_and_bytes(encoding: str, errors: str, tail: bytes) -> None:
+    with redirect_stdout_fd(encoding=encoding, errors=errors) as out:
+        c_emit(1, 1 << 20, chunk=64 << 10)
+        c_write(1, tail)
+    data = out.getbytes()
+    assert data.endswith(tail)
+    assert len(data) == (1 << 20) + len(tail)
+    assert out.getvalue() == data.decode(encoding, errors)
+    assert out.getbytes() == data

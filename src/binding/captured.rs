@@ -86,10 +86,11 @@ impl Captured {
             ReadBack::Bytes(PyBytes::new(py, b"").unbind())
         } else {
             let size = memfile::size(&memfd).map_err(io_error)?;
-            if text::reads_as_text(self.encoding.as_deref(), size) {
-                text::read_text(py, &memfd, size)?
-            } else {
-                ReadBack::Bytes(new_bytes_filled(py, size, |buf| memfile::read_and_release(&memfd, buf))?.unbind())
+            match text::as_text(self.encoding.as_deref(), size) {
+                Some(how) => text::read_text(py, &memfd, size, how)?,
+                None => {
+                    ReadBack::Bytes(new_bytes_filled(py, size, |buf| memfile::read_and_release(&memfd, buf))?.unbind())
+                }
             }
         };
         *self.lock(py) = State::Done(read_back);

@@ -1,6 +1,7 @@
 //! A capture read back straight into a `str`, when its bytes are ASCII and its encoding decodes
 //! ASCII to itself (UTF-8, ASCII, Latin-1): no `bytes` made first and decoded after. That second
-//! copy cost 2× the memory and a third of the time of a large capture read back as text.
+//! copy cost 2× the memory and a third of the time of a large capture read back as text. Valid
+//! non-ASCII UTF-8 is decoded at once from what was read, so no `bytes` stays beside the text.
 //!
 //! A compact ASCII `str` stores its characters as one byte each, so the memory file is read into
 //! a new, not yet shared `str` of that many characters (`PyUnicode_New`), releasing the file's
@@ -12,12 +13,13 @@
 use std::ffi::c_char;
 use std::os::fd::OwnedFd;
 
+use pyo3::exceptions::PyUnicodeDecodeError;
 use pyo3::ffi;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyString};
 
 use crate::binding::errors::io_error;
-use crate::decode::encoding_is;
+use crate::decode::{encoding_is, UTF8_NAMES};
 use crate::memfile;
 
 extern "C" {
@@ -34,20 +36,34 @@ const ASCII_SUPERSETS: &[&str] = &["utf-8", "utf8", "ascii", "us-ascii", "latin-
 /// tiny `str`s stay the interpreter's own, such as its one-character singletons).
 const MIN_TEXT: usize = 64 << 10;
 
-/// Whether a capture of `len` bytes in `encoding` is read back as text (`read_text`).
-pub fn reads_as_text(encoding: Option<&str>, len: usize) -> bool {
-    len >= MIN_TEXT && encoding.is_some_and(|e| encoding_is(e, ASCII_SUPERSETS))
+/// How a capture is read back (`read_text`), if not into `bytes`.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum AsText {
+    /// ASCII straight into a `str`; anything else into `bytes`.
+    Ascii,
+    /// Also valid non-ASCII UTF-8, decoded at once into a `str` (the bytes are its encoding).
+    Utf8,
+}
+
+/// How a capture of `len` bytes in `encoding` is read back: `None` for `bytes`.
+pub fn as_text(encoding: Option<&str>, len: usize) -> Option<AsText> {
+    let encoding = encoding.filter(|e| len >= MIN_TEXT && encoding_is(e, ASCII_SUPERSETS))?;
+    Some(if encoding_is(encoding, UTF8_NAMES) {
+        AsText::Utf8
+    } else {
+        AsText::Ascii
+    })
 }
 
 /// What a capture read back holds.
 pub enum ReadBack {
-    /// ASCII: the text, and the bytes are its encoding.
+    /// Text whose UTF-8 encoding is exactly the bytes captured (ASCII, or valid UTF-8).
     Text(Py<PyString>),
     Bytes(Py<PyBytes>),
 }
 
 impl ReadBack {
-    /// The bytes captured: for text, its encoding (a new copy each time: ASCII, so exact).
+    /// The bytes captured: for text, its UTF-8 encoding (a new copy each time; exact, see above).
     pub fn bytes(&self, py: Python<'_>) -> PyResult<Py<PyBytes>> {
         match self {
             ReadBack::Bytes(bytes) => Ok(bytes.clone_ref(py)),
@@ -56,9 +72,9 @@ impl ReadBack {
     }
 }
 
-/// Read the first `len` bytes of `memfd` (releasing its pages) into a `str` if they are ASCII,
-/// else into `bytes`.
-pub fn read_text(py: Python<'_>, memfd: &OwnedFd, len: usize) -> PyResult<ReadBack> {
+/// Read the first `len` bytes of `memfd` (releasing its pages) into a `str` if they are ASCII
+/// (with `AsText::Utf8`: or valid UTF-8), else into `bytes`.
+pub fn read_text(py: Python<'_>, memfd: &OwnedFd, len: usize, how: AsText) -> PyResult<ReadBack> {
     let Some((text, buf)) = new_ascii(py, len)? else {
         let bytes = super::new_bytes_filled(py, len, |buf| memfile::read_and_release(memfd, buf))?;
         return Ok(ReadBack::Bytes(bytes.unbind()));
@@ -70,11 +86,33 @@ pub fn read_text(py: Python<'_>, memfd: &OwnedFd, len: usize) -> PyResult<ReadBa
     if filled == len && py.detach(|| read.is_ascii()) && same_characters(&text, read) {
         return Ok(ReadBack::Text(text.unbind()));
     }
+    // Decoded now, as `getvalue` would later, from the bytes already read: no `bytes` copy kept
+    // beside the text. Invalid UTF-8 needs the block's error handler at `getvalue`: `bytes`.
+    if how == AsText::Utf8 {
+        if let Some(decoded) = decode_utf8_strict(py, read)? {
+            return Ok(ReadBack::Text(decoded.unbind()));
+        }
+    }
     let bytes = super::new_bytes_filled(py, filled, |copy| {
         copy.copy_from_slice(read);
         Ok(filled)
     })?;
     Ok(ReadBack::Bytes(bytes.unbind()))
+}
+
+/// `data` decoded as strict UTF-8, or `None` if it is not valid UTF-8.
+fn decode_utf8_strict<'py>(py: Python<'py>, data: &[u8]) -> PyResult<Option<Bound<'py, PyString>>> {
+    let Ok(len) = ffi::Py_ssize_t::try_from(data.len()) else {
+        return Ok(None);
+    };
+    // SAFETY: `data` is valid for `len` bytes; a NULL error handler is "strict".
+    let raw = unsafe { ffi::PyUnicode_DecodeUTF8(data.as_ptr().cast(), len, std::ptr::null()) };
+    // SAFETY: `raw` is a new reference, or NULL with an exception set.
+    match unsafe { Bound::from_owned_ptr_or_err(py, raw) } {
+        Ok(text) => Ok(Some(text.cast_into::<PyString>()?)),
+        Err(err) if err.is_instance_of::<PyUnicodeDecodeError>(py) => Ok(None),
+        Err(err) => Err(err),
+    }
 }
 
 /// A new `str` of `len` (at least `MIN_TEXT`) ASCII characters, and its characters' bytes to
