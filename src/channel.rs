@@ -314,7 +314,8 @@ impl Channel {
                 break;
             }
             scratch.clear();
-            match read_append(read, &mut scratch, READ_CHUNK.min(left)) {
+            let want = READ_CHUNK.min(left);
+            match read_append(read, &mut scratch, want) {
                 Ok(0) => {
                     eof = true;
                     break;
@@ -322,6 +323,11 @@ impl Channel {
                 Ok(n) => {
                     left -= n;
                     state.accept(&scratch, SystemTime::now());
+                    if n < want {
+                        // A pipe's read returns all it holds: it is empty now. Asking again
+                        // would cost a syscall (EAGAIN) on every line's way to its target.
+                        break;
+                    }
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,

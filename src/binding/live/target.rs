@@ -246,7 +246,11 @@ impl Target {
                 if last {
                     complete.extend(carry.finish());
                 }
-                PyBytes::new(py, &complete).call_method1(names::DECODE.get(py), ("utf-8", errors))?
+                match std::str::from_utf8(&complete) {
+                    // Valid (the usual case): no bytes object and no method call on the way.
+                    Ok(text) => return Ok(PyString::new(py, text)),
+                    Err(_) => PyBytes::new(py, &complete).call_method1(names::DECODE.get(py), ("utf-8", errors))?,
+                }
             }
             Decoder::Stateless => {
                 PyBytes::new(py, bytes).call_method1(names::DECODE.get(py), (self.encoding.as_str(), errors))?
