@@ -62,7 +62,7 @@ class Redirect:
         lines: ``KIND_CALLABLE`` only: one call per line, without ``\n``/``\r\n`` (a partial
             last line at the block's end; a line over 1 MiB in 1 MiB parts).
         timestamps: ``KIND_CALLABLE`` only: call ``target(time, piece)``, ``time`` in seconds since
-            the epoch when the piece's last byte was read from the pipe.
+            the epoch when the piece's last byte was read from the pipe (to the millisecond).
 
     Raises:
         ValueError: fd is not 1 or 2, an unknown kind, ``KIND_STDOUT`` for fd 1, a NUL in the path.
