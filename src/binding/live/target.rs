@@ -1,5 +1,5 @@
 //! Handing live output to a Python target: decoding, and the call the target takes (`write`, a
-//! call, or one log record per line). Runs attached, under the block's busy flag.
+//! call, or one log record per line). Runs attached, during the block's delivery turn.
 
 use std::cell::Cell;
 use std::time::SystemTime;
