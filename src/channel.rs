@@ -14,7 +14,9 @@
 //! Locking: a channel hands bytes only to the channel of a block that switched the fd *before*
 //! its own block did (a tee's original destination, the destination restored at its end: both
 //! were in place before the block began), and takes that channel's lock while holding its own.
-//! Locks are therefore always taken in reverse switch order, which cannot deadlock.
+//! Locks are therefore always taken in reverse switch order, which cannot deadlock. The receiving
+//! channel's notification (`crate::delivery::schedule`) takes the delivery queue's lock under
+//! them, so no channel's lock is ever taken under the queue's.
 
 use crate::locks;
 use std::io;
@@ -241,12 +243,12 @@ impl Channel {
     }
 
     /// For the reader's poll: the read end, unless the channel is parked, or the delivery thread
-    /// polls this pipe now (`delivery_polling`: see `crate::handover`).
-    pub(crate) fn reader_poll_fd(&self, delivery_polling: bool) -> Option<RawFd> {
+    /// polls this pipe now (`delivery_polls`: see `crate::handover`).
+    pub(crate) fn reader_poll_fd(&self, delivery_polls: bool) -> Option<RawFd> {
         let state = self.lock();
         match &state.phase {
             Phase::Parked { .. } => None,
-            Phase::Open { watched: true, .. } if delivery_polling => None,
+            Phase::Open { watched: true, .. } if delivery_polls => None,
             phase => phase.read(),
         }
     }
@@ -314,7 +316,8 @@ impl Channel {
                 break;
             }
             scratch.clear();
-            match read_append(read, &mut scratch, READ_CHUNK.min(left)) {
+            let want = READ_CHUNK.min(left);
+            match read_append(read, &mut scratch, want) {
                 Ok(0) => {
                     eof = true;
                     break;
@@ -322,6 +325,11 @@ impl Channel {
                 Ok(n) => {
                     left -= n;
                     state.accept(&scratch, SystemTime::now());
+                    if n < want {
+                        // A pipe's read returns all it holds: it is empty now. Asking again
+                        // would cost a syscall (EAGAIN) on every line's way to its target.
+                        break;
+                    }
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,

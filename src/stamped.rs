@@ -1,8 +1,14 @@
 //! Bytes waiting for delivery, with the time the reader took each piece from the pipe: a line's
 //! time is when its last byte was read (write time, not delivery time, which lags while the GIL
-//! is busy).
+//! is busy), to the millisecond.
 
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
+
+/// Reads this close together share the first one's time: a backlog of tiny reads (a target that
+/// lags behind a writer of short lines) then costs one time per millisecond, not one per read.
+const SAME_TIME: Duration = Duration::from_millis(1);
+/// ...as long as their bytes stay a read's size: a target given times gets each read apart.
+const SAME_TIME_BYTES: usize = 64 << 10;
 
 /// Bytes waiting for delivery, with the time each read took them from the pipe.
 #[derive(Default)]
@@ -15,13 +21,16 @@ pub struct Stamped {
 impl Stamped {
     pub fn push(&mut self, data: &[u8], at: SystemTime) {
         self.bytes.extend_from_slice(data);
-        self.reads.push((self.bytes.len(), at));
-    }
-
-    /// When the byte at `offset` was read (the last read's time past the end).
-    pub fn read_at(&self, offset: usize) -> Option<SystemTime> {
-        let index = self.reads.partition_point(|(end, _)| *end <= offset);
-        self.reads.get(index).or(self.reads.last()).map(|(_, at)| *at)
+        let len = self.bytes.len();
+        let start = self.reads.len().checked_sub(2).map_or(0, |before| self.reads[before].0);
+        if let Some((end, first)) = self.reads.last_mut() {
+            let close = at.duration_since(*first).is_ok_and(|since| since < SAME_TIME);
+            if close && len - start <= SAME_TIME_BYTES {
+                *end = len;
+                return;
+            }
+        }
+        self.reads.push((len, at));
     }
 
     /// Append `other` after these bytes.
@@ -30,5 +39,28 @@ impl Stamped {
         self.bytes.extend(other.bytes);
         self.reads
             .extend(other.reads.into_iter().map(|(end, at)| (base + end, at)));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_within_a_millisecond_share_a_time_up_to_a_reads_size() {
+        let t0 = SystemTime::UNIX_EPOCH;
+        let mut stamped = Stamped::default();
+        stamped.push(b"a", t0);
+        stamped.push(b"b", t0 + Duration::from_micros(500));
+        stamped.push(b"c", t0 + Duration::from_millis(2));
+        stamped.push(&vec![b'd'; SAME_TIME_BYTES], t0 + Duration::from_millis(2));
+        assert_eq!(
+            stamped.reads,
+            [
+                (2, t0),
+                (3, t0 + Duration::from_millis(2)),
+                (3 + SAME_TIME_BYTES, t0 + Duration::from_millis(2))
+            ]
+        );
     }
 }

@@ -50,7 +50,8 @@ class Redirect:
             (``"logger"``), ``(lines, timestamps)`` (``"callable"``), else ignored: ``lines``:
             one call per line, without ``\n``/``\r\n`` (a partial last line at the block's end;
             a line over 1 MiB in 1 MiB parts); ``timestamps``: call ``target(time, piece)``,
-            ``time`` in seconds since the epoch when the piece's last byte was read from the pipe.
+            ``time`` in seconds since the epoch when the piece's last byte was read from the pipe (to
+            the millisecond).
         target: what ``__enter__`` returns (and, for ``"file"``, the file object to flush and use).
         encoding: the decoding of text targets and captures; ``None`` for bytes.
         errors: the decoding error handler.

@@ -2,7 +2,7 @@
 //!
 //! The delivery thread (`crate::delivery`, its Python side in `live::thread`) hands the block's
 //! bytes to the target while the block runs; synchronisation points and the block's exit deliver
-//! in the calling thread. Deliveries of one block never overlap (a busy flag), so the target sees
+//! in the calling thread. Deliveries of one block never overlap (one turn at a time), so the target sees
 //! bytes in write order; the exit delivers the rest itself, after any delivery in progress.
 
 mod target;

@@ -1,5 +1,5 @@
 //! Handing live output to a Python target: decoding, and the call the target takes (`write`, a
-//! call, or one log record per line). Runs attached, under the block's busy flag.
+//! call, or one log record per line). Runs attached, during the block's delivery turn.
 
 use std::cell::Cell;
 use std::time::SystemTime;
@@ -246,7 +246,11 @@ impl Target {
                 if last {
                     complete.extend(carry.finish());
                 }
-                PyBytes::new(py, &complete).call_method1(names::DECODE.get(py), ("utf-8", errors))?
+                match std::str::from_utf8(&complete) {
+                    // Valid (the usual case): no bytes object and no method call on the way.
+                    Ok(text) => return Ok(PyString::new(py, text)),
+                    Err(_) => PyBytes::new(py, &complete).call_method1(names::DECODE.get(py), ("utf-8", errors))?,
+                }
             }
             Decoder::Stateless => {
                 PyBytes::new(py, bytes).call_method1(names::DECODE.get(py), (self.encoding.as_str(), errors))?
