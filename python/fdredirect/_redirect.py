@@ -118,8 +118,8 @@ class redirect_stdout_fd(_RedirectFd):  # noqa: N801 - named like contextlib.red
             ``tqdm.write`` or ``rich``'s ``console.print`` can be the target; a partial last line
             comes at the end of the block, and a line longer than 1 MiB comes in 1 MiB parts.
         timestamps: a callable target is called as ``target(time, piece)``, ``time`` (as from
-            ``time.time()``) when the piece's last byte was read from the pipe (to the millisecond). Logger records
-            always carry that time as ``created``.
+            ``time.time()``) when the piece's last byte was read from the pipe (to the
+            millisecond). Logger records always carry that time as ``created``.
 
     The redirect is process-wide: every thread's output to fd 1 goes to ``target`` while the block
     runs. One instance may be reused, nested, and used from several threads and asyncio tasks and
