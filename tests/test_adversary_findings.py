@@ -90,7 +90,6 @@ def logger(name, stream):
 """
 
 
-@pytest.mark.xfail(strict=True, reason="redirect_fds(A, B) with A -> stderr and B -> stdout loops")
 def test_redirect_fds_refuses_loggers_feeding_each_other(unbuffered: bool) -> None:
     result = reported(
         LOOP_LOGGERS
@@ -108,7 +107,6 @@ except ValueError:
     assert result == ("refused", 0)
 
 
-@pytest.mark.xfail(strict=True, reason="stderr to fd 1 by number, file or path bypasses the logger-loop refusal")
 @pytest.mark.parametrize("target", ["1", "sys.__stdout__", "'/dev/stdout'"])
 def test_stderr_onto_logger_pipe_refused_like_stdout(target: str, unbuffered: bool) -> None:
     result = reported(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from . import _native
 from ._redirect import decorate, redirect_stderr_fd, redirect_stdout_fd
-from ._targets import STDOUT, is_logger, refuse_logging_loop
+from ._targets import STDOUT, cross_loop, is_logger, refuse_logging_loop
 
 # ``import fdredirect`` stays cheap (issue 14): typing and logging are not imported here (mypy
 # treats any name TYPE_CHECKING as true).
@@ -84,9 +84,13 @@ class redirect_fds(_native.Redirects):  # noqa: N801 - named like redirect_stdou
             lines=lines,
             timestamps=timestamps,
         )
+        # Checked again at enter (natively), but then fd 1 would already be switched.
         if merged and is_logger(stdout):
-            # Checked again at enter (natively), but then fd 1 would already be switched.
             refuse_logging_loop(stdout, "stderr")
+        if is_logger(stdout) and is_logger(stderr):
+            loop = cross_loop(stdout, stderr)
+            if loop is not None:
+                raise ValueError(f"cannot send stdout to {stdout!r} and stderr to {stderr!r}: {loop}")
         return super().__new__(cls, out, err, merged)
 
     def __call__(self, func: _F) -> _F:

@@ -185,16 +185,6 @@ def _opens_fd(path: str, fd: int) -> bool:
     return False
 
 
-def refuse_merge_into_logger(logger: logging.Logger) -> None:
-    """Called (natively) when ``redirect_stderr_fd(STDOUT)`` enters while ``redirect_stdout_fd(logger)``
-    is open: fd 2 would then share the logger block's pipe, so a logger that writes to stderr would
-    feed on itself. Raises ``ValueError`` before anything is touched."""
-    try:
-        refuse_logging_loop(logger, "stderr")
-    except ValueError as exc:
-        raise ValueError(f"cannot send stderr to stdout while redirect_stdout_fd({logger!r}) is open: {exc}") from None
-
-
 def refuse_logging_loop(logger: logging.Logger, stream: str) -> None:
     """A logger whose records are written to the redirected fd would feed its own input: refuse it.
 
@@ -203,6 +193,24 @@ def refuse_logging_loop(logger: logging.Logger, stream: str) -> None:
     next record (``delay=True``, or closed) is refused when its path opens the fd itself
     (``/dev/stderr`` and the like): it would open the block's pipe.
     """
+    loop = _self_loop(logger, stream)
+    if loop is not None:
+        raise ValueError(loop)
+
+
+def _self_loop(logger: logging.Logger, stream: str) -> str | None:
+    """Why ``logger``'s records would come back to it if ``stream`` went into it, or ``None``."""
+    found = _writes_to(logger, stream)
+    if found is None:
+        return None
+    what, they, advice = found
+    return f"logger {logger.name!r} {what}: {they} would be redirected back into the logger, an endless loop. {advice}"
+
+
+def _writes_to(logger: logging.Logger, stream: str) -> tuple[str, str, str] | None:
+    """How ``logger``'s records reach ``stream`` ("stdout" or "stderr"), if they do: what it has
+    that writes there, how the message calls the records then, and what to do instead. See
+    ``refuse_logging_loop``."""
     import logging  # here, not at the top: loaded already, the target is a Logger
 
     fd = 1 if stream == "stdout" else 2
@@ -212,27 +220,88 @@ def refuse_logging_loop(logger: logging.Logger, stream: str) -> None:
         for handler in current.handlers:
             found = True
             if isinstance(handler, logging.StreamHandler) and _writes_to_fd(handler.stream, fd):
-                raise ValueError(
-                    f"logger {logger.name!r} has a handler writing to {stream} ({handler!r}): its records would be "
-                    f"redirected back into the logger, an endless loop. Log to another stream or a file"
-                )
+                return f"has a handler writing to {stream} ({handler!r})", "its records", _LOG_ELSEWHERE
             if (
                 isinstance(handler, logging.FileHandler)
                 and handler.stream is None
                 and _opens_fd(handler.baseFilename, fd)
             ):
-                raise ValueError(
-                    f"logger {logger.name!r} has a handler that will open {handler.baseFilename!r}, which is {stream} "
-                    f"itself ({handler!r}): its records would be redirected back into the logger, an endless loop. "
-                    "Log to another stream or a file"
-                )
+                what = f"has a handler that will open {handler.baseFilename!r}, which is {stream} itself ({handler!r})"
+                return what, "its records", _LOG_ELSEWHERE
         current = current.parent if current.propagate else None
-    last_resort = logging.lastResort
-    if not found and last_resort is not None and fd == 2:
-        raise ValueError(
-            f"logger {logger.name!r} has no handlers, so its records go to logging.lastResort, which writes to "
-            "stderr: they would be redirected back into the logger, an endless loop. Configure a handler first"
-        )
+    if not found and logging.lastResort is not None and fd == 2:
+        what = "has no handlers, so its records go to logging.lastResort, which writes to stderr"
+        return what, "they", "Configure a handler first"
+    return None
+
+
+_LOG_ELSEWHERE = "Log to another stream or a file"
+
+
+def cross_loop(stdout: logging.Logger, stderr: logging.Logger) -> str | None:
+    """Why the records of ``stdout`` (receiving fd 1) and ``stderr`` (receiving fd 2) would go
+    round between them, or ``None``: the first writes to stderr and the second to stdout."""
+    to_stderr, to_stdout = _writes_to(stdout, "stderr"), _writes_to(stderr, "stdout")
+    if to_stderr is None or to_stdout is None:
+        return None
+    return (
+        f"logger {stdout.name!r} receives stdout and {to_stderr[0]}, and logger {stderr.name!r} receives stderr "
+        f"and {to_stdout[0]}: each one's records would be redirected into the other, an endless loop. {to_stderr[2]}"
+    )
+
+
+def refuse_logger_loop(
+    stream: str,
+    target: object,
+    out: tuple[int, logging.Logger] | None,
+    err: tuple[int, logging.Logger] | None,
+) -> None:
+    """Called (natively) when a block on ``stream`` enters and a logger block would then receive
+    output: ``out`` and ``err`` are the logger blocks (their fd and logger) whose pipe fd 1 and
+    fd 2 will point at once the block's fd is switched to ``target`` (a logger target's block
+    is its own). Raises ``ValueError`` before anything is touched when a logger would receive
+    its own records: it writes to the fd now going into it, or to the other fd, whose logger
+    writes back to this one.
+    """
+    here, there = (out, err) if stream == "stdout" else (err, out)
+    if here is None:
+        return
+    logger = here[1]
+    loop = _self_loop(logger, stream)
+    if loop is not None:
+        if logger is target:  # its handlers changed since the block was made
+            raise ValueError(loop)
+        if _is_stdout_target(target):
+            raise ValueError(f"cannot send {stream} to stdout while {_block(here)} is open: {loop}")
+        raise ValueError(f"cannot send {stream} to {_named(target)}, the pipe of the open {_block(here)}: {loop}")
+    if there is None:
+        return
+    loop = cross_loop(*((logger, there[1]) if stream == "stdout" else (there[1], logger)))
+    if loop is None:
+        return
+    if logger is target:
+        raise ValueError(f"cannot send {stream} to {target!r} while {_block(there)} is open: {loop}")
+    raise ValueError(
+        f"cannot send {stream} to {_named(target)}, the pipe of the open {_block(here)}, while {_block(there)} is "
+        f"open: {loop}"
+    )
+
+
+def _block(block: tuple[int, logging.Logger]) -> str:
+    return f"redirect_{'stdout' if block[0] == 1 else 'stderr'}_fd({block[1]!r})"
+
+
+def _is_stdout_target(target: object) -> bool:
+    return isinstance(target, int) and not isinstance(target, bool) and target == STDOUT
+
+
+def _named(target: object) -> str:
+    """``target`` as a message about a loop through it names it."""
+    if _is_stdout_target(target):
+        return "stdout"
+    if isinstance(target, int) and not isinstance(target, bool):
+        return f"fd {target}"
+    return repr(target)
 
 
 def check_codec(encoding: str | None, errors: str) -> None:

@@ -13,7 +13,6 @@ use super::captured::Captured;
 use super::entered::entered_var;
 use super::errors::{removed_file_error, to_pyerr};
 use super::live::Live;
-use super::names;
 use super::plan::Plan;
 use super::redirect::Redirect;
 use super::streams::{activate, deactivate, flush_python};
@@ -63,23 +62,6 @@ pub fn undo_switch(py: Python<'_>, fd: RawFd, id: u64) {
     let _ = py.detach(|| stack::exit(fd, id, false));
 }
 
-/// `2>&1` while a logger block on stdout is open: fd 2 would share that block's pipe, so a logger
-/// writing to stderr would feed on itself. The check (in Python, like the logger block's own at
-/// its classification) raises `ValueError` before anything is touched.
-fn refuse_merge_into_loggers(py: Python<'_>) -> PyResult<()> {
-    let loggers = super::live::open_loggers(py, 1);
-    if loggers.is_empty() {
-        return Ok(());
-    }
-    let check = py
-        .import("fdredirect._targets")?
-        .getattr(names::REFUSE_MERGE_INTO_LOGGER.get(py))?;
-    for logger in loggers {
-        check.call1((logger,))?;
-    }
-    Ok(())
-}
-
 /// The first failure to write a byte of the block to its forward targets: the tee copy, or the
 /// block's own target behind a tee (`/dev/full`, a full disk). Those bytes are lost, so exit
 /// says so, naming the path or fd where it can.
@@ -91,14 +73,12 @@ fn forward_error(fd: RawFd, channel: &Channel, plan: &Plan) -> Option<PyErr> {
 
 impl Redirect {
     pub fn enter(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
-        if matches!(self.plan, Plan::Stdout) {
-            refuse_merge_into_loggers(py)?;
-        }
         // Made before the switch: only setting it can fail after.
         let var = entered_var(py)?;
         let mut here = var.here_open(py)?;
         let mut held = None;
         let sink = self.plan.sink(py, self.fd, self.target.bind(py), &mut held)?;
+        super::loops::refuse_logger_loop(py, self.fd, &self.plan, self.target.bind(py), sink.as_ref())?;
         // An interrupt raised by a Python stream's flush: nothing is switched yet.
         flush_python(py)?;
         // A memory file cannot grow past RLIMIT_FSIZE: capture through a pipe (see `Captured`).

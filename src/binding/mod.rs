@@ -7,6 +7,7 @@ mod entered;
 mod entry;
 pub mod errors;
 pub mod live;
+mod loops;
 pub mod names;
 mod plan;
 pub mod redirect;

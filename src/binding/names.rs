@@ -19,7 +19,7 @@ pub static KERNEL_TERMINAL: Interned = Interned::new("kernel_terminal");
 pub static LINE_BUFFERING: Interned = Interned::new("line_buffering");
 pub static LOG: Interned = Interned::new("log");
 pub static RECONFIGURE: Interned = Interned::new("reconfigure");
-pub static REFUSE_MERGE_INTO_LOGGER: Interned = Interned::new("refuse_merge_into_logger");
+pub static REFUSE_LOGGER_LOOP: Interned = Interned::new("refuse_logger_loop");
 pub static STDERR: Interned = Interned::new("stderr");
 pub static STDOUT: Interned = Interned::new("stdout");
 pub static TOBYTES: Interned = Interned::new("tobytes");
@@ -50,7 +50,7 @@ pub fn intern_all(py: Python<'_>) {
         &LINE_BUFFERING,
         &LOG,
         &RECONFIGURE,
-        &REFUSE_MERGE_INTO_LOGGER,
+        &REFUSE_LOGGER_LOOP,
         &STDERR,
         &STDOUT,
         &TOBYTES,

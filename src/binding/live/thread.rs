@@ -77,14 +77,16 @@ pub fn sync_fd(py: Python<'_>, fd: RawFd) -> PyResult<()> {
     first_error.map_or(Ok(()), Err)
 }
 
-/// The loggers of this process's open logger blocks on `fd`, innermost last.
-pub fn open_loggers(py: Python<'_>, fd: RawFd) -> Vec<Py<PyAny>> {
+/// The open logger block of this process whose pipe is `pipe` (an fd's identity): the fd it
+/// redirects and its logger. Used to refuse a switch that would feed a logger its own records.
+pub fn logger_reading(py: Python<'_>, pipe: (u64, u64)) -> Option<(RawFd, Py<PyAny>)> {
     let generation = crate::fork::generation();
     locks::lock(&ACTIVE)
         .iter()
-        .filter(|live| live.fd == fd && live.generation == generation && matches!(live.mode, Mode::Logger { .. }))
-        .map(|live| live.object.clone_ref(py))
-        .collect()
+        .find(|live| {
+            live.generation == generation && matches!(live.mode, Mode::Logger { .. }) && live.channel.is_pipe(pipe)
+        })
+        .map(|live| (live.fd, live.object.clone_ref(py)))
 }
 
 /// For the fork handler (`crate::fork`): the delivery thread holds the delivery queue's lock
