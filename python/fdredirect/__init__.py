@@ -46,7 +46,9 @@ def unload_ipython_extension(shell: object) -> None:
 
 # Python's own buffers are copied into a forked child too: flush them first, or their bytes
 # are written twice. (libc's and the C++/Fortran buffers are flushed by the native fork handler.)
-os.register_at_fork(before=flush_all)
+# Windows has no fork, nor this function.
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(before=flush_all)
 
 # A process that exits inside a live block must not hang on it, nor lose what was not delivered.
 atexit.register(_native.shutdown)

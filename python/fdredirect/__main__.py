@@ -2,6 +2,9 @@
 
 Every writer runs for real. Output that escapes ``contextlib`` is itself caught by an outer
 fdredirect block, so it does not clutter the table.
+
+Where fdredirect has no fd core (Windows), it prints the reason to stderr and exits with status 1,
+as when fdredirect misses a writer: here it would miss them all.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ import sys
 from typing import Callable
 
 from . import redirect_stderr_fd, redirect_stdout_fd, testing
+from ._platform import UNSUPPORTED
 
 
 def _writers() -> list[tuple[str, str, Callable[[str], object]]]:
@@ -45,6 +49,9 @@ def _caught_by_fdredirect(stream: str, write: Callable[[str], object], marker: s
 
 
 def main() -> int:
+    if UNSUPPORTED is not None:
+        print(f"{UNSUPPORTED}. The demo has nothing to show.", file=sys.stderr)
+        return 1
     rows = []
     for index, (what, stream, write) in enumerate(_writers()):
         marker = f"fdredirect-demo-{index}"

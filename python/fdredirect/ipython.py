@@ -21,6 +21,9 @@ stays the kernel's:
   Python output is published exactly as without the extension. Native writes to fd 1 and fd 2
   come through two pipes: their relative order is kept when the delivery thread takes them apart
   (about one thread wake-up between them); a faster burst may come grouped by stream.
+
+Where fdredirect has no fd core (Windows), loading prints one line saying so and changes nothing;
+unloading does nothing.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from . import _native
+from ._platform import UNSUPPORTED
 from ._redirect import redirect_stderr_fd, redirect_stdout_fd
 from ._targets import real_file
 
@@ -284,8 +288,12 @@ _CURRENT: _Extension | None = None
 
 
 def load_ipython_extension(shell: Any) -> None:
-    """``%load_ext fdredirect``. Safe to load twice; does nothing outside a kernel."""
+    """``%load_ext fdredirect``. Safe to load twice; does nothing outside a kernel, nor where
+    fdredirect has no fd core."""
     global _CURRENT
+    if UNSUPPORTED is not None:
+        print(f"{UNSUPPORTED}. Native output is not captured on this platform: the extension does nothing.")
+        return
     if getattr(shell, "kernel", None) is None:
         print(_NO_KERNEL)
         return

@@ -10,6 +10,11 @@ option ``fdredirect_flush = false`` turns that off.
 ``capall_tee``), and keep stdout and stderr as one stream in write order (``--capall-merged``, ini
 ``capall_merged``); ``@pytest.mark.capall(tee=..., merged=...)`` sets either for one test, and
 ``capall.tee``/``capall.merged`` change it during a test (from a fixture, say).
+
+Where fdredirect has no fd core (Windows: ``fdredirect._native.UNSUPPORTED``), the plugin touches
+no fd: the options and the marker are still accepted (a cross-platform suite keeps its
+configuration), ``capall``/``capallbinary`` skip the test with the reason, nothing is flushed, and
+the terminal header says so once (a line, not a warning: ``filterwarnings = error`` is common).
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ import pytest
 from _pytest.capture import CaptureResult
 
 from . import _native
+from ._platform import UNSUPPORTED
 from ._redirect import redirect_stderr_fd, redirect_stdout_fd
 from ._targets import STDOUT
 
@@ -260,6 +266,12 @@ def pytest_configure(config: pytest.Config) -> None:
     )
 
 
+def pytest_report_header(config: pytest.Config) -> str | None:
+    if UNSUPPORTED is None:
+        return None
+    return f"{UNSUPPORTED}. The fdredirect plugin is off: capall/capallbinary skip their tests."
+
+
 def _options(item: pytest.Item) -> dict[str, bool]:
     """``tee`` and ``merged`` for this test: the marker's, else the command line's, else the ini's."""
     options = {}
@@ -293,6 +305,8 @@ def _capall_of(item: pytest.Item) -> CapAll[str] | CapAll[bytes] | None:
 
 def _run_phase(item: pytest.Item, when: str) -> Generator[None, object, object]:
     """Around one test phase, innermost of all wrappers (so inside pytest's capture window)."""
+    if UNSUPPORTED is not None:  # no fd core: nothing to capture or flush (the fixtures skip)
+        return (yield)
     capall = _capall_of(item)
     if capall is None and when == "setup":  # once per test (a bad marker: one error, in setup)
         fixtures = getattr(item, "fixturenames", ())
@@ -350,6 +364,8 @@ def _check_conflicts(request: pytest.FixtureRequest, name: str) -> None:
 
 def _fixture(request: pytest.FixtureRequest, name: str, binary: bool) -> CapAll[str] | CapAll[bytes]:
     _check_conflicts(request, name)
+    if UNSUPPORTED is not None:
+        pytest.skip(f"{name}: {UNSUPPORTED}")
     capall = _capall_of(request.node)
     if capall is None:  # requested dynamically (request.getfixturevalue): start now
         capall = _new_capall(request.node, binary)
