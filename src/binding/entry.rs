@@ -91,6 +91,12 @@ fn forward_error(fd: RawFd, channel: &Channel, plan: &Plan) -> Option<PyErr> {
 
 impl Redirect {
     pub fn enter(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
+        self.enter_following(py, None).map(|(returned, _)| returned)
+    }
+
+    /// `enter`, also handing back the entry's id; with `follows`, a `STDOUT` target follows fd 1's
+    /// entry of that id (its pair's, in `redirect_fds`) rather than whatever fd 1 points at now.
+    pub fn enter_following(&self, py: Python<'_>, follows: Option<u64>) -> PyResult<(Py<PyAny>, u64)> {
         if matches!(self.plan, Plan::Stdout) {
             refuse_merge_into_loggers(py)?;
         }
@@ -99,6 +105,7 @@ impl Redirect {
         let mut here = var.here_open(py)?;
         let mut held = None;
         let sink = self.plan.sink(py, self.fd, self.target.bind(py), &mut held)?;
+        let sink = sink.map(|sink| sink.following(follows));
         // An interrupt raised by a Python stream's flush: nothing is switched yet.
         flush_python(py)?;
         // A memory file cannot grow past RLIMIT_FSIZE: capture through a pipe (see `Captured`).
@@ -143,7 +150,7 @@ impl Redirect {
             file,
             previous_encoding,
         });
-        Ok(returned)
+        Ok((returned, id))
     }
 
     /// End the newest entry entered in this execution context; when there is none (a generator
