@@ -6,6 +6,8 @@
 //! its saved fd, so the fd ends where it would have had the blocks been properly nested.
 //! A redirect made outside this stack (another library's `dup2`) owns the fd while it lasts: an
 //! entry that ends while the fd points somewhere else than its sink leaves the fd alone.
+//! A follower (`2>&1`) shares one entry's sink; when that entry ends first, the follower shares
+//! what the entry had saved, as if the followed entry had never been there (see `refollow`).
 
 mod sink;
 
@@ -13,7 +15,7 @@ use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard, TryLockError};
 
-use crate::error::Error;
+use crate::error::{Error, Subject};
 use crate::{crash, fd, flush, fork, locks};
 use sink::open_sink;
 pub use sink::{open_target, Sink};
@@ -82,8 +84,27 @@ impl Stacks {
         &mut self.0[index].entries
     }
 
-    fn top_id(&mut self, fd: RawFd) -> Option<u64> {
-        self.stack(fd).last().map(|e| e.id)
+    /// For a `Follow` sink of `fd`'s entry `entry` (its newest when `None`): the entry followed,
+    /// and, when that is not the newest, its sink, which the entry above it saved (`fd` itself
+    /// points at the newest entry's sink). Borrows a saved fd: use it before the stacks change.
+    fn followed(&mut self, fd: RawFd, entry: Option<u64>) -> Result<(Option<u64>, Option<Sink<'static>>), Error> {
+        let stack = self.stack(fd);
+        let Some(entry) = entry else {
+            return Ok((stack.last().map(|e| e.id), None));
+        };
+        let index = stack.iter().position(|e| e.id == entry).ok_or(Error::NotActive)?;
+        let Some(above) = stack.get(index + 1) else {
+            return Ok((Some(entry), None));
+        };
+        match &above.saved {
+            Some(sink) => Ok((Some(entry), Some(Sink::Fd(sink.as_raw_fd())))),
+            // The newer entry found `fd` closed: the followed entry's sink is gone (closed by
+            // someone else), as `2>&1` onto a closed fd 1 fails.
+            None => Err(Error::os(
+                std::io::Error::from_raw_os_error(libc::EBADF),
+                Subject::Fd(fd),
+            )),
+        }
     }
 }
 
@@ -97,12 +118,15 @@ pub fn enter(fd: RawFd, sink: &Sink<'_>, keep_original: bool) -> Result<Entered,
         (Some(saved), true) => Some(fd::dup_above_stdio(saved.as_raw_fd())?),
         _ => None,
     };
-    let (opened, source) = open_sink(fd, sink)?;
-    fd::dup2(source, fd)?;
-    let follows = match sink {
-        Sink::Follow(target) => Some((*target, stacks.top_id(*target))),
-        _ => None,
+    let (follows, followed_sink) = match sink {
+        Sink::Follow { fd: target, entry } => {
+            let (followed, sink) = stacks.followed(*target, *entry)?;
+            (Some((*target, followed)), sink)
+        }
+        _ => (None, None),
     };
+    let (opened, source) = open_sink(fd, followed_sink.as_ref().unwrap_or(sink))?;
+    fd::dup2(source, fd)?;
     let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
     let generation = fork::generation();
     crash::track(id, fd, saved.as_ref(), generation);
@@ -126,6 +150,10 @@ pub fn exit(fd: RawFd, id: u64, keep_restored: bool) -> Result<Exited, Error> {
     let stack = stacks.stack(fd);
     let index = stack.iter().position(|e| e.id == id).ok_or(Error::NotActive)?;
     let entry = stack.remove(index);
+    // What the entry's place in the stack resolves to once it is gone: the entry below it, whose
+    // sink (or the fd before any entry) is the one it saved. Its followers follow that now.
+    let below = index.checked_sub(1).map(|below| stack[below].id);
+    let saved = entry.saved.as_ref().map(AsRawFd::as_raw_fd);
     let inherited = entry.generation != fork::generation();
     // Where this block's output goes from now on: late output is sent there. Best effort (a full
     // fd table only costs the late output): the restore below must happen whatever this does.
@@ -150,7 +178,8 @@ pub fn exit(fd: RawFd, id: u64, keep_restored: bool) -> Result<Exited, Error> {
         stack[index].saved = entry.saved;
     }
     crash::untrack(id);
-    let orphaned_followers = refollow(&mut stacks, fd, id)?;
+    // `saved` is still open: owned by `entry`, or by the newer entry that took it over.
+    let orphaned_followers = refollow(&mut stacks, (fd, id), below, saved)?;
     result?;
     Ok(Exited {
         inherited,
@@ -195,10 +224,20 @@ fn moved_by_someone_else(fd: RawFd, installed: Option<(u64, u64)>) -> bool {
     }
 }
 
-/// Entries elsewhere that follow `fd`'s entry `id` (`2>&1` made while it was current) point at
-/// its sink, which is going away: point them at what `fd` is now.
-fn refollow(stacks: &mut Stacks, fd: RawFd, id: u64) -> Result<bool, Error> {
-    let current = stacks.top_id(fd);
+/// Entries elsewhere that follow `followed` (`(fd, id)`: a `2>&1` made while that entry was
+/// current) point at its sink, which is going away: they follow the entry `below` it now, and
+/// share what it had `saved` (`None`: `fd` was closed before it, so the follower is closed too).
+/// Not `fd`'s newest entry: one entered later, by another thread or after the follower, is no
+/// business of the follower's. A follower with entries of its own above it is re-pointed in the
+/// copy the entry right above it saved, and records what its fd will point at once it is on top
+/// again, so that its own exit still knows the fd for its own redirect and restores it.
+fn refollow(
+    stacks: &mut Stacks,
+    followed: (RawFd, u64),
+    below: Option<u64>,
+    saved: Option<RawFd>,
+) -> Result<bool, Error> {
+    let (fd, id) = followed;
     let mut found = false;
     for stack in &mut stacks.0 {
         let follower_fd = stack.fd;
@@ -207,15 +246,23 @@ fn refollow(stacks: &mut Stacks, fd: RawFd, id: u64) -> Result<bool, Error> {
                 continue;
             }
             found = true;
-            stack.entries[index].follows = Some((fd, current));
             if index + 1 == stack.entries.len() {
-                fd::dup2(fd, follower_fd)?;
+                match saved {
+                    Some(saved) => fd::dup2(saved, follower_fd)?,
+                    None => fd::close(follower_fd),
+                }
                 stack.entries[index].installed = fd::identity(follower_fd);
             } else {
-                let saved = fd::save(fd)?;
-                crash::retarget(stack.entries[index + 1].id, saved.as_ref());
-                stack.entries[index + 1].saved = saved;
+                let copy = match saved {
+                    Some(saved) => fd::save(saved)?,
+                    None => None,
+                };
+                stack.entries[index].installed = copy.as_ref().and_then(|copy| fd::identity(copy.as_raw_fd()));
+                let above = &mut stack.entries[index + 1];
+                crash::retarget(above.id, copy.as_ref());
+                above.saved = copy;
             }
+            stack.entries[index].follows = Some((fd, below));
         }
     }
     Ok(found)
@@ -348,7 +395,7 @@ mod tests {
         let (_keep_a, a) = private_fd();
         let (_keep_b, b) = private_fd();
         let captured_a = enter(a, &Sink::Capture, false).unwrap();
-        let merged = enter(b, &Sink::Follow(a), false).unwrap();
+        let merged = enter(b, &follow(a), false).unwrap();
         write(b, b"merged ");
         let exited = exit(a, captured_a.id, false).unwrap();
         assert!(exited.orphaned_followers);
@@ -356,6 +403,127 @@ mod tests {
         write(b, b"later");
         exit(b, merged.id, false).unwrap();
         assert_eq!(contents(captured_a.capture.as_ref().unwrap()), b"merged ");
+    }
+
+    fn follow(fd: RawFd) -> Sink<'static> {
+        Sink::Follow { fd, entry: None }
+    }
+
+    /// A memory file for a private fd to point at first, to see where it points at the end.
+    fn private_file() -> (OwnedFd, RawFd) {
+        let file = memfile::create().unwrap();
+        let raw = file.as_raw_fd();
+        (file, raw)
+    }
+
+    #[test]
+    fn follower_under_a_newer_entry_is_restored_after_followed_block_ends_first() {
+        // Adversary finding 1: a block on a, a follower of it on b, an inner block above the
+        // follower on b; a's block ends, then inner, then the follower: b is back where it was.
+        let _serial = serial();
+        let (_keep_a, a) = private_file();
+        let (_keep_b, b) = private_file();
+        let (a_before, b_before) = (fd::identity(a), fd::identity(b));
+        let captured_a = enter(a, &Sink::Capture, false).unwrap();
+        let merged = enter(b, &follow(a), false).unwrap();
+        let inner = enter(b, &Sink::Capture, false).unwrap();
+        assert!(exit(a, captured_a.id, false).unwrap().orphaned_followers);
+        assert_eq!(fd::identity(a), a_before);
+        exit(b, inner.id, false).unwrap();
+        assert_eq!(fd::identity(b), a_before, "b follows what a had saved");
+        exit(b, merged.id, false).unwrap();
+        assert_eq!(fd::identity(b), b_before);
+    }
+
+    #[test]
+    fn orphaned_follower_does_not_follow_a_later_entry() {
+        // Adversary finding 8: a block on a, a follower of it on b, then a later block on a; the
+        // first block ends first: b shares what it had saved, not the later block's sink.
+        let _serial = serial();
+        let (_keep_a, a) = private_file();
+        let (_keep_b, b) = private_file();
+        let (a_before, b_before) = (fd::identity(a), fd::identity(b));
+        let first = enter(a, &Sink::Capture, false).unwrap();
+        let merged = enter(b, &follow(a), false).unwrap();
+        let later = enter(a, &Sink::Capture, false).unwrap();
+        assert!(exit(a, first.id, false).unwrap().orphaned_followers);
+        assert_eq!(fd::identity(b), a_before);
+        write(b, b"not for later");
+        let exited = exit(a, later.id, false).unwrap();
+        assert!(!exited.orphaned_followers, "b does not follow the later block");
+        assert!(contents(later.capture.as_ref().unwrap()).is_empty());
+        assert_eq!(fd::identity(a), a_before);
+        exit(b, merged.id, false).unwrap();
+        assert_eq!(fd::identity(b), b_before);
+    }
+
+    #[test]
+    fn orphaned_follower_follows_the_entry_below() {
+        // outer, middle on a; b follows middle; middle ends: b shares outer's sink and follows
+        // outer, so outer's end moves b on again.
+        let _serial = serial();
+        let (_keep_a, a) = private_file();
+        let (_keep_b, b) = private_file();
+        let (a_before, b_before) = (fd::identity(a), fd::identity(b));
+        let outer = enter(a, &Sink::Capture, false).unwrap();
+        let middle = enter(a, &Sink::Capture, false).unwrap();
+        let merged = enter(b, &follow(a), false).unwrap();
+        assert!(exit(a, middle.id, false).unwrap().orphaned_followers);
+        write(b, b"to outer");
+        assert!(exit(a, outer.id, false).unwrap().orphaned_followers);
+        assert_eq!(fd::identity(b), a_before);
+        exit(b, merged.id, false).unwrap();
+        assert_eq!(fd::identity(b), b_before);
+        assert_eq!(contents(outer.capture.as_ref().unwrap()), b"to outer");
+    }
+
+    #[test]
+    fn follower_of_an_entry_shares_its_sink_under_a_newer_entry() {
+        // Adversary finding 2: the follower names its entry; a newer entry on a (another thread's)
+        // is not followed, and its end is no business of the follower's.
+        let _serial = serial();
+        let (_keep_a, a) = private_file();
+        let (_keep_b, b) = private_file();
+        let (a_before, b_before) = (fd::identity(a), fd::identity(b));
+        let mine = enter(a, &Sink::Capture, false).unwrap();
+        let other = enter(a, &Sink::Capture, false).unwrap();
+        let merged = enter(
+            b,
+            &Sink::Follow {
+                fd: a,
+                entry: Some(mine.id),
+            },
+            false,
+        )
+        .unwrap();
+        write(b, b"mine");
+        assert!(!exit(a, other.id, false).unwrap().orphaned_followers);
+        write(b, b" still mine");
+        exit(b, merged.id, false).unwrap();
+        assert!(!exit(a, mine.id, false).unwrap().orphaned_followers);
+        assert_eq!((fd::identity(a), fd::identity(b)), (a_before, b_before));
+        assert_eq!(contents(mine.capture.as_ref().unwrap()), b"mine still mine");
+        assert!(contents(other.capture.as_ref().unwrap()).is_empty());
+        let ended = Sink::Follow {
+            fd: a,
+            entry: Some(mine.id),
+        };
+        assert!(matches!(enter(b, &ended, false), Err(Error::NotActive)));
+        assert_eq!(fd::identity(b), b_before);
+    }
+
+    #[test]
+    fn follower_of_a_block_on_a_closed_fd_is_closed_when_it_ends_first() {
+        let _serial = serial();
+        let a = unused_fd(1);
+        let (_keep_b, b) = private_file();
+        let b_before = fd::identity(b);
+        let captured_a = enter(a, &Sink::Capture, false).unwrap();
+        let merged = enter(b, &follow(a), false).unwrap();
+        assert!(exit(a, captured_a.id, false).unwrap().orphaned_followers);
+        assert!(fd::access_mode(a).is_err() && fd::access_mode(b).is_err());
+        exit(b, merged.id, false).unwrap();
+        assert_eq!(fd::identity(b), b_before);
     }
 
     #[test]

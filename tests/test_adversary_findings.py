@@ -27,7 +27,6 @@ def reported(code: str, unbuffered: bool) -> Any:
     return ast.literal_eval(child.err.decode().strip().splitlines()[-1])
 
 
-@pytest.mark.xfail(strict=True, reason="fd 2 stays on stdout's file after an orphaned STDOUT follower ends")
 def test_stderr_restored_after_orphaned_follower_and_inner_block(unbuffered: bool) -> None:
     # stdout block X, redirect_stderr_fd(STDOUT) Y in it, a stderr block Z in Y; X ends first
     # (documented RuntimeError), then Z, then Y: fd 2 must be back on the original stderr.
@@ -142,7 +141,6 @@ report(captured.getvalue())
     assert result == "a\nb\n"
 
 
-@pytest.mark.xfail(strict=True, reason="after X ends under its 2>&1 follower, stderr follows a later stdout block")
 def test_orphaned_follower_does_not_follow_a_later_block(unbuffered: bool) -> None:
     result = reported(
         """

@@ -66,13 +66,16 @@ impl Redirects {
 }
 
 impl Redirects {
-    /// fd 1 first (a merged fd 2 follows where fd 1 points), then fd 2; if fd 2 cannot be
-    /// switched, fd 1 is switched back before the error is raised. Returns `(out, err)`, `err`
-    /// being `None` when merged.
+    /// fd 1 first, then fd 2; if fd 2 cannot be switched, fd 1 is switched back before the error
+    /// is raised. Returns `(out, err)`, `err` being `None` when merged. Merged, fd 2 follows this
+    /// pair's own fd 1 entry, not fd 1's newest one: the GIL is let go during each switch, so
+    /// another thread's block may be entered on fd 1 in between, and fd 2 must not share (and
+    /// then outlive) that block's sink.
     fn enter(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
-        let out = self.stdout.get().enter(py)?;
-        let err = match self.stderr.get().enter(py) {
-            Ok(err) => err,
+        let (out, out_id) = self.stdout.get().enter_following(py, None)?;
+        let follows = self.merged.then_some(out_id);
+        let err = match self.stderr.get().enter_following(py, follows) {
+            Ok((err, _)) => err,
             Err(error) => {
                 // The undo's own failure (a live target's exception) would hide why.
                 let _ = self.stdout.get().exit(py);

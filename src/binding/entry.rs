@@ -73,11 +73,18 @@ fn forward_error(fd: RawFd, channel: &Channel, plan: &Plan) -> Option<PyErr> {
 
 impl Redirect {
     pub fn enter(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
+        self.enter_following(py, None).map(|(returned, _)| returned)
+    }
+
+    /// `enter`, also handing back the entry's id; with `follows`, a `STDOUT` target follows fd 1's
+    /// entry of that id (its pair's, in `redirect_fds`) rather than whatever fd 1 points at now.
+    pub fn enter_following(&self, py: Python<'_>, follows: Option<u64>) -> PyResult<(Py<PyAny>, u64)> {
         // Made before the switch: only setting it can fail after.
         let var = entered_var(py)?;
         let mut here = var.here_open(py)?;
         let mut held = None;
         let sink = self.plan.sink(py, self.fd, self.target.bind(py), &mut held)?;
+        let sink = sink.map(|sink| sink.following(follows));
         super::loops::refuse_logger_loop(py, self.fd, &self.plan, self.target.bind(py), sink.as_ref())?;
         // An interrupt raised by a Python stream's flush: nothing is switched yet.
         flush_python(py)?;
@@ -123,7 +130,7 @@ impl Redirect {
             file,
             previous_encoding,
         });
-        Ok(returned)
+        Ok((returned, id))
     }
 
     /// End the newest entry entered in this execution context; when there is none (a generator

@@ -54,7 +54,8 @@ pub fn refuse_logger_loop(
 /// already (the followed fd's, the target fd's, the file a path names now).
 fn identity(sink: &Sink<'_>) -> Option<(u64, u64)> {
     match sink {
-        Sink::Fd(target) | Sink::Follow(target) => fd::identity(*target),
+        // A pair's merged stderr follows its own stdout block, which fd 1 points at here.
+        Sink::Fd(target) | Sink::Follow { fd: target, .. } => fd::identity(*target),
         // stat follows /dev/stdout and /proc/self/fd/1 to the open file itself; nothing is opened.
         Sink::Path(path) => {
             let path = Path::new(std::ffi::OsStr::from_bytes(path.to_bytes()));

@@ -120,7 +120,7 @@ impl Plan {
                 Sink::Fd(target.call_method0(names::FILENO.get(py))?.extract()?)
             }
             Plan::DevNull => Sink::DevNull,
-            Plan::Stdout => Sink::Follow(1),
+            Plan::Stdout => Sink::Follow { fd: 1, entry: None },
             Plan::Original => Sink::Fd(original(py, fd, held)?),
             Plan::Live(..) => return Ok(None),
         }))

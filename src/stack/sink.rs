@@ -17,15 +17,31 @@ pub enum Sink<'a> {
     /// A file, created and truncated, written with `O_APPEND`.
     Path(&'a CStr),
     DevNull,
-    /// Share whatever open file description `fd` has now (`2>&1`), and keep following it
-    /// if the redirect of `fd` that is current now ends first.
-    Follow(RawFd),
+    /// Share an open file description of `fd` (`2>&1`): with `entry: None`, whatever `fd` points
+    /// at now; with `Some(id)`, the sink of `fd`'s entry `id`, even when another thread's entry
+    /// went on top of it meanwhile (the stderr of a `redirect_fds` pair follows its own stdout
+    /// block). Either way the follower keeps following when the followed entry ends first: it
+    /// then shares what that entry had saved.
+    Follow {
+        fd: RawFd,
+        entry: Option<u64>,
+    },
+}
+
+impl Sink<'_> {
+    /// A `Follow` sink follows `fd`'s entry `entry` (when given) rather than its newest one.
+    pub fn following(self, entry: Option<u64>) -> Self {
+        match (self, entry) {
+            (Sink::Follow { fd, .. }, Some(entry)) => Sink::Follow { fd, entry: Some(entry) },
+            (sink, _) => sink,
+        }
+    }
 }
 
 /// Open the sink: the fd to `dup2` from, and the fd to keep for the caller (capture only).
 pub(super) fn open_sink(fd: RawFd, sink: &Sink<'_>) -> Result<(Option<OwnedFd>, RawFd), Error> {
     let opened = match sink {
-        Sink::Fd(target) | Sink::Follow(target) => {
+        Sink::Fd(target) | Sink::Follow { fd: target, .. } => {
             let target = *target;
             let mode = fd::access_mode(target).map_err(Error::about_fd(target))?;
             if mode == libc::O_RDONLY {
