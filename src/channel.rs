@@ -206,6 +206,14 @@ impl Channel {
         !self.lock().pending.bytes.is_empty()
     }
 
+    /// Whether every byte written to the pipe so far has been taken from it and handed on: no
+    /// bytes wait for delivery and the pipe is empty (one `FIONREAD`). Asked under the lock, so a
+    /// drain in progress (bytes read, not yet handed on) is waited for.
+    pub fn idle(&self) -> bool {
+        let state = self.lock();
+        state.pending.bytes.is_empty() && state.phase.read().is_none_or(|read| fd::bytes_available(read) == 0)
+    }
+
     /// The bytes waiting for delivery, in order.
     pub fn take_pending(&self) -> Vec<u8> {
         self.take_stamped().bytes

@@ -219,12 +219,27 @@ impl Live {
         self.release(py);
         sent?;
         if flush_target {
-            // Not under the turn: a stream's flush may sync, and must not wait for itself.
-            if let Mode::Text { call: false } | Mode::Bytes { call: false } = self.mode {
-                let target = self.object.bind(py);
-                if target.hasattr(super::names::FLUSH.get(py))? {
-                    target.call_method0(super::names::FLUSH.get(py))?;
-                }
+            self.flush_target(py)?;
+        }
+        Ok(())
+    }
+
+    /// Whether a synchronisation point would deliver nothing: every byte written to the block's
+    /// fd so far has been delivered (the pipe is empty, nothing waits, no delivery is running).
+    /// In that order: a delivery that took the bytes before the channel was asked still holds
+    /// the turn. Asked with the GIL held, without waiting for anything but brief locks.
+    pub fn idle(&self, py: Python<'_>) -> bool {
+        self.generation != crate::fork::generation()
+            || (self.channel.idle() && *super::lock(py, &self.turn) == Turn::Free)
+    }
+
+    /// A stream target's `flush()`, as a synchronisation point ends. Not under the turn: a
+    /// stream's flush may sync, and must not wait for itself.
+    pub fn flush_target(&self, py: Python<'_>) -> PyResult<()> {
+        if let Mode::Text { call: false } | Mode::Bytes { call: false } = self.mode {
+            let target = self.object.bind(py);
+            if target.hasattr(super::names::FLUSH.get(py))? {
+                target.call_method0(super::names::FLUSH.get(py))?;
             }
         }
         Ok(())
