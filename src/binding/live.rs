@@ -224,13 +224,17 @@ impl Live {
         Ok(())
     }
 
-    /// Whether a synchronisation point would deliver nothing: every byte written to the block's
-    /// fd so far has been delivered (the pipe is empty, nothing waits, no delivery is running).
-    /// In that order: a delivery that took the bytes before the channel was asked still holds
-    /// the turn. Asked with the GIL held, without waiting for anything but brief locks.
+    /// Whether a synchronisation point would deliver nothing, once `Channel::all_idle` found the
+    /// block's channel idle: no delivery is running either. In that order: a delivery that took
+    /// the bytes before the channel was asked still holds the turn. A forked child's inherited
+    /// block is never synced. Asked with the GIL held, waiting only for brief locks.
     pub fn idle(&self, py: Python<'_>) -> bool {
+        self.inherited() || *super::lock(py, &self.turn) == Turn::Free
+    }
+
+    /// Whether this block is a forked parent's, which a synchronisation point leaves alone.
+    pub fn inherited(&self) -> bool {
         self.generation != crate::fork::generation()
-            || (self.channel.idle() && *super::lock(py, &self.turn) == Turn::Free)
     }
 
     /// A stream target's `flush()`, as a synchronisation point ends. Not under the turn: a
