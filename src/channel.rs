@@ -208,6 +208,30 @@ impl Channel {
         !self.lock().pending.bytes.is_empty()
     }
 
+    /// Whether every byte written to the pipes of `channels` so far has been taken from them and
+    /// handed on: all pipes are empty (one `poll`, not waiting), then no bytes wait for delivery.
+    /// In that order, each asked under its channel's lock: a drain in progress (bytes read, not
+    /// yet handed on) is waited for. A read end closed meanwhile (EOF) only makes the answer `false`.
+    pub fn all_idle(channels: &[&Channel]) -> bool {
+        let mut polled: Vec<libc::pollfd> = channels
+            .iter()
+            .filter_map(|channel| channel.read_fd())
+            .map(|fd| libc::pollfd {
+                fd,
+                events: libc::POLLIN,
+                revents: 0,
+            })
+            .collect();
+        if !polled.is_empty() {
+            // SAFETY: `polled` is a valid array of pollfd for its whole length; timeout 0.
+            let ready = unsafe { libc::poll(polled.as_mut_ptr(), polled.len() as libc::nfds_t, 0) };
+            if ready != 0 {
+                return false; // readable, hung up, or the poll failed (EINTR): the slow way
+            }
+        }
+        channels.iter().all(|channel| !channel.has_pending())
+    }
+
     /// The bytes waiting for delivery, in order.
     pub fn take_pending(&self) -> Vec<u8> {
         self.take_stamped().bytes

@@ -17,6 +17,9 @@ use std::sync::{Mutex, MutexGuard, Once};
 type OstreamFlush = unsafe extern "C" fn(*mut c_void) -> *mut c_void;
 /// libgfortran's `FLUSH` statement; a null unit flushes every unit.
 type FortranFlush = unsafe extern "C" fn(*const i32);
+/// `std::ios_base::sync_with_stdio(bool)`, a static member function: returns the current setting.
+/// Called with `true` it only reads it: libstdc++ acts only on a change from synchronised to not.
+type SyncWithStdio = unsafe extern "C" fn(bool) -> bool;
 
 /// (stream object, its flush member function) for libstdc++.
 const CXX_STREAMS: [(&CStr, &CStr); 4] = [
@@ -60,6 +63,11 @@ pub(crate) struct Runtimes {
     /// The loader's stamp when the list was built; `None` before the first scan.
     seen: Option<LoaderStamp>,
     flushers: Vec<Flusher>,
+    /// Per loaded libstdc++, how to ask whether its streams write straight into libc's (see
+    /// `native_idle`); `None` where it cannot be asked.
+    cxx_synced: Vec<Option<SyncWithStdio>>,
+    /// A libgfortran is loaded: its units keep buffers that cannot be looked into.
+    fortran: bool,
     /// Runtimes opened by an earlier scan. Never opened twice: musl counts every successful
     /// `dlopen`, even of a loaded object, as a load, so opening again would change the stamp
     /// and make every flush scan again.
@@ -74,6 +82,8 @@ unsafe impl Send for Handle {}
 static RUNTIMES: Mutex<Runtimes> = Mutex::new(Runtimes {
     seen: None,
     flushers: Vec::new(),
+    cxx_synced: Vec::new(),
+    fortran: false,
     opened: Vec::new(),
 });
 
@@ -86,6 +96,29 @@ pub(crate) fn lock_runtimes() -> MutexGuard<'static, Runtimes> {
 /// Not `fflush(NULL)`: that locks every `FILE`, and a thread blocked in `fgets(stdin)` would hang it.
 pub fn flush_native() {
     let _ = flush_native_checked(1);
+}
+
+/// Whether no user-space buffer holds bytes for fd 1/2 right now, so that `flush_native` would
+/// write nothing: told without a syscall, without flushing, and without waiting for a lock (a
+/// synchronisation point asks this with the GIL held, before every write of a synced stream).
+/// libc's `stdout` and `stderr` are empty, and every loaded C++ runtime writes straight into them
+/// (`sync_with_stdio(true)`, the default: `cout` and friends keep no buffer of their own then).
+/// `false` whenever that cannot be told: libc does not say, a Fortran runtime is loaded (its
+/// units' buffers cannot be looked into), a runtime was loaded since the last scan, or another
+/// thread is flushing. Not seen: a `streambuf` of its own that a program gave `cout` (`rdbuf`).
+pub fn native_idle() -> bool {
+    let empty = |stream| platform::pending(stream) == Some(0);
+    if !(empty(c_stdout()) && empty(c_stderr())) {
+        return false;
+    }
+    let Ok(runtimes) = RUNTIMES.try_lock() else {
+        return false; // busy (a flush), or poisoned: the slow way
+    };
+    runtimes.seen == Some(platform::loader_stamp())
+        && !runtimes.fortran
+        // SAFETY: `sync_with_stdio` of a loaded libstdc++ (never unloaded: we hold a handle);
+        // called with `true`, it only returns the current setting.
+        && runtimes.cxx_synced.iter().all(|synced| synced.is_some_and(|synced| unsafe { synced(true) }))
 }
 
 /// `flush_native`, reporting whether libc's stream for `fd` (1: `stdout`, 2: `stderr`) could write
@@ -156,6 +189,8 @@ impl Runtimes {
             return;
         }
         self.flushers.clear();
+        self.cxx_synced.clear();
+        self.fortran = false;
         for path in platform::loaded_objects() {
             let name = path.to_bytes();
             let is_cxx = contains(name, b"libstdc++");
@@ -175,7 +210,13 @@ impl Runtimes {
                         self.flushers.push(Flusher::Ostream { stream, flush });
                     }
                 }
+                let synced = symbol(handle, c"_ZNSt8ios_base15sync_with_stdioEb");
+                // SAFETY: the mangled name is that of the static `ios_base::sync_with_stdio(bool)`,
+                // a plain C-ABI function on this platform.
+                self.cxx_synced
+                    .push(synced.map(|f| unsafe { std::mem::transmute::<*mut c_void, SyncWithStdio>(f) }));
             }
+            self.fortran |= is_fortran;
             if let Some(flush) = symbol(handle, c"_gfortran_flush_i4").filter(|_| is_fortran) {
                 // SAFETY: `_gfortran_flush_i4(GFC_INTEGER_4 *unit)` is a C-ABI function.
                 let flush = unsafe { std::mem::transmute::<*mut c_void, FortranFlush>(flush) };
@@ -215,6 +256,22 @@ mod tests {
         assert!(platform::loaded_objects()
             .iter()
             .any(|p| contains(p.to_bytes(), libc_name)));
+    }
+
+    #[test]
+    fn idle_once_flushed() {
+        flush_native();
+        // The test harness's own output goes through Rust's std, not libc's buffers; another
+        // test flushing at this moment makes it `false`, never the other way.
+        if platform::pending(c_stdout()).is_some() && !lock_runtimes().fortran {
+            for _ in 0..100 {
+                if native_idle() {
+                    return;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(1));
+            }
+            panic!("never idle");
+        }
     }
 
     #[test]

@@ -121,6 +121,9 @@ class Redirect:
         Raises:
             Exception: what a live target raised (delivery goes on afterwards).
         """
+    @staticmethod
+    def sync_all(*redirects: Redirect) -> None:
+        """``sync`` of each redirect given, in order, for the price of one."""
     @property
     def fd(self) -> int: ...
     @property

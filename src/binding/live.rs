@@ -219,12 +219,31 @@ impl Live {
         self.release(py);
         sent?;
         if flush_target {
-            // Not under the turn: a stream's flush may sync, and must not wait for itself.
-            if let Mode::Text { call: false } | Mode::Bytes { call: false } = self.mode {
-                let target = self.object.bind(py);
-                if target.hasattr(super::names::FLUSH.get(py))? {
-                    target.call_method0(super::names::FLUSH.get(py))?;
-                }
+            self.flush_target(py)?;
+        }
+        Ok(())
+    }
+
+    /// Whether a synchronisation point would deliver nothing, once `Channel::all_idle` found the
+    /// block's channel idle: no delivery is running either. In that order: a delivery that took
+    /// the bytes before the channel was asked still holds the turn. A forked child's inherited
+    /// block is never synced. Asked with the GIL held, waiting only for brief locks.
+    pub fn idle(&self, py: Python<'_>) -> bool {
+        self.inherited() || *super::lock(py, &self.turn) == Turn::Free
+    }
+
+    /// Whether this block is a forked parent's, which a synchronisation point leaves alone.
+    pub fn inherited(&self) -> bool {
+        self.generation != crate::fork::generation()
+    }
+
+    /// A stream target's `flush()`, as a synchronisation point ends. Not under the turn: a
+    /// stream's flush may sync, and must not wait for itself.
+    pub fn flush_target(&self, py: Python<'_>) -> PyResult<()> {
+        if let Mode::Text { call: false } | Mode::Bytes { call: false } = self.mode {
+            let target = self.object.bind(py);
+            if target.hasattr(super::names::FLUSH.get(py))? {
+                target.call_method0(super::names::FLUSH.get(py))?;
             }
         }
         Ok(())

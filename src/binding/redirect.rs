@@ -88,27 +88,20 @@ impl Redirect {
     /// fd so far to this redirect's live targets (in this thread, in order, after any delivery
     /// in progress) and to its tee destinations. A target's exception is raised here.
     fn sync(&self, py: Python<'_>) -> PyResult<()> {
-        if super::live::delivering() {
-            return Ok(()); // a target writing to a synced stream: nothing to wait for
-        }
-        let (lives, tees): (Vec<Arc<Live>>, Vec<Arc<Channel>>) = {
-            let entries = self.lock(py);
-            (
-                entries.iter().filter_map(|a| a.live.clone()).collect(),
-                entries.iter().filter_map(|a| a.tee.clone()).collect(),
-            )
-        };
-        // One GIL hand-off for all of it: this runs before every write of a synced stream.
-        py.detach(|| {
-            crate::flush::flush_native();
-            for channel in tees.iter().chain(lives.iter().map(|live| live.channel())) {
-                channel.drain(); // a tee's reader forwards as it drains
-            }
-        });
-        for live in &lives {
-            live.sync(py, true, true)?;
-        }
-        Ok(())
+        Self::sync_each(py, &[self])
+    }
+
+    /// `sync` of each redirect given, in order, for the price of one: the Jupyter extension syncs
+    /// both fds before every write of the kernel's streams.
+    #[staticmethod]
+    #[pyo3(signature = (*redirects))]
+    fn sync_all(py: Python<'_>, redirects: &Bound<'_, PyTuple>) -> PyResult<()> {
+        let redirects: Vec<Bound<'_, Redirect>> = redirects
+            .iter()
+            .map(|redirect| redirect.cast_into::<Redirect>().map_err(PyErr::from))
+            .collect::<PyResult<_>>()?;
+        let redirects: Vec<&Redirect> = redirects.iter().map(Bound::get).collect();
+        Self::sync_each(py, &redirects)
     }
 
     /// The fd this redirect switches (1 or 2).
@@ -125,6 +118,54 @@ impl Redirect {
 }
 
 impl Redirect {
+    fn sync_each(py: Python<'_>, redirects: &[&Redirect]) -> PyResult<()> {
+        if super::live::delivering() {
+            return Ok(()); // a target writing to a synced stream: nothing to wait for
+        }
+        let mut lives: Vec<Arc<Live>> = Vec::new();
+        let mut tees: Vec<Arc<Channel>> = Vec::new();
+        for redirect in redirects {
+            let entries = redirect.lock(py);
+            lives.extend(entries.iter().filter_map(|a| a.live.clone()));
+            tees.extend(entries.iter().filter_map(|a| a.tee.clone()));
+        }
+        // Usually nothing is pending: then no GIL hand-off and one syscall for all the pipes
+        // (this runs before every write of a synced stream). Native buffers first, then the
+        // pipes: bytes flushed from a buffer are in a pipe before it is looked at.
+        if crate::flush::native_idle()
+            && {
+                let channels: Vec<&Channel> = tees
+                    .iter()
+                    .map(|channel| &**channel)
+                    .chain(
+                        lives
+                            .iter()
+                            .filter(|live| !live.inherited())
+                            .map(|live| &**live.channel()),
+                    )
+                    .collect();
+                Channel::all_idle(&channels)
+            }
+            && lives.iter().all(|live| live.idle(py))
+        {
+            for live in &lives {
+                live.flush_target(py)?;
+            }
+            return Ok(());
+        }
+        // One GIL hand-off for all of it.
+        py.detach(|| {
+            crate::flush::flush_native();
+            for channel in tees.iter().chain(lives.iter().map(|live| live.channel())) {
+                channel.drain(); // a tee's reader forwards as it drains
+            }
+        });
+        for live in &lives {
+            live.sync(py, true, true)?;
+        }
+        Ok(())
+    }
+
     pub(super) fn lock(&self, py: Python<'_>) -> MutexGuard<'_, Vec<Active>> {
         super::lock(py, &self.active)
     }

@@ -94,6 +94,24 @@ pub fn buffer_size(_stream: *mut libc::FILE) -> Option<usize> {
     None
 }
 
+/// How many bytes `stream`'s buffer holds that are not written out yet; `None` where libc does
+/// not tell (callers then assume some are). glibc, musl and bionic have `__fpending`
+/// (`<stdio_ext.h>`): it only reads the stream's pointers, no lock, no syscall.
+#[cfg(target_os = "linux")]
+#[allow(clippy::unnecessary_wraps)] // other platforms may not know
+pub fn pending(stream: *mut libc::FILE) -> Option<usize> {
+    extern "C" {
+        fn __fpending(stream: *mut libc::FILE) -> libc::size_t;
+    }
+    // SAFETY: `stream` is a valid FILE (the caller's); __fpending only reads it.
+    Some(unsafe { __fpending(stream) })
+}
+
+#[cfg(not(target_os = "linux"))]
+pub fn pending(_stream: *mut libc::FILE) -> Option<usize> {
+    None
+}
+
 /// Where this thread's `errno` lives: the crash handler reads and restores it around its work.
 pub fn errno_location() -> *mut libc::c_int {
     // SAFETY: these functions only return the calling thread's errno address.
@@ -152,6 +170,24 @@ mod tests {
         // Linux: the timer fd is readable; portable: the poll timed out.
         assert_eq!(ready, [backstop.fd() >= 0]);
         backstop.disarm();
+    }
+
+    #[test]
+    #[cfg(target_os = "linux")]
+    fn pending_counts_buffered_bytes() {
+        // A private stream onto /dev/null, fully buffered: nothing of it reaches a real fd.
+        // SAFETY: fopen/setvbuf/fputs/fflush/fclose on a FILE of our own.
+        unsafe {
+            let file = libc::fopen(c"/dev/null".as_ptr(), c"w".as_ptr());
+            assert!(!file.is_null());
+            libc::setvbuf(file, std::ptr::null_mut(), libc::_IOFBF, 4096);
+            assert_eq!(pending(file), Some(0));
+            libc::fputs(c"abc".as_ptr(), file);
+            assert_eq!(pending(file), Some(3));
+            libc::fflush(file);
+            assert_eq!(pending(file), Some(0));
+            libc::fclose(file);
+        }
     }
 
     #[test]
