@@ -100,19 +100,27 @@ class _Synced:
     order); before a flush, that of the stream's own fd.
     """
 
-    __slots__ = ("call", "fd", "write")
+    __slots__ = ("call", "fd", "line_start", "write")
 
     def __init__(self, call: Any, fd: int, write: bool) -> None:
         self.call = call
         self.fd = fd
         self.write = write
+        # Whether the stream's last text ended a line. Only a write that starts a line is a
+        # synchronisation point: ``print("a", b)`` makes four writes, and native output cannot
+        # come between the pieces of one line anyway on a line-buffered terminal.
+        self.line_start = True
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         extension = _CURRENT
         if extension is not None:
             if self.write:
-                extension.sync_all()
+                if self.line_start:
+                    extension.sync_all()
                 extension.order(self.fd, native=False)
+                text = args[0] if args else None
+                if isinstance(text, str) and text:
+                    self.line_start = text[-1] == "\n"
             else:
                 extension.syncs[self.fd]()
         return self.call(*args, **kwargs)
