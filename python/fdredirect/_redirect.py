@@ -80,8 +80,9 @@ class _RedirectFd(_native.Redirect):
             and timestamps is False
         ):
             # What the checks below conclude for these arguments, without running them.
-            swap = cls._SWAP_WRITER
-            return super().__new__(cls, cls._FD, _CAPTURE_PLAN, None, _UTF8, _REPLACE, False, swap_writer=swap)
+            if cls._SWAP_WRITER:  # the native default: no keyword to parse
+                return super().__new__(cls, cls._FD, _CAPTURE_PLAN, None, _UTF8, _REPLACE, False)
+            return super().__new__(cls, cls._FD, _CAPTURE_PLAN, None, _UTF8, _REPLACE, False, swap_writer=False)
         kind, arg = classify(target, cls._STREAM)
         check_callable_shape(kind, target, lines=lines, timestamps=timestamps)
         check_codec(encoding, errors)
