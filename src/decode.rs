@@ -43,8 +43,11 @@ fn valid_prefix(seq: &[u8]) -> bool {
 /// Whether `encoding` is one of `names` (lower case, `-` separated), as Python spells codec
 /// names loosely: `UTF_8`, `utf8`, `Latin-1`.
 pub fn encoding_is(encoding: &str, names: &[&str]) -> bool {
-    let normal = encoding.to_ascii_lowercase().replace('_', "-");
-    names.contains(&normal.as_str())
+    // Byte by byte, without allocating: this runs at every enter and exit of a block.
+    let normal = |b: u8| if b == b'_' { b'-' } else { b.to_ascii_lowercase() };
+    names
+        .iter()
+        .any(|name| name.len() == encoding.len() && encoding.bytes().map(normal).eq(name.bytes()))
 }
 
 pub const UTF8_NAMES: &[&str] = &["utf-8", "utf8"];
@@ -74,6 +77,16 @@ impl Utf8Carry {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn encoding_names_match_loosely() {
+        for name in ["utf-8", "UTF-8", "utf_8", "Utf8", "UTF8"] {
+            assert!(encoding_is(name, UTF8_NAMES), "{name}");
+        }
+        for name in ["utf-16", "utf-8-sig", "utf", "", "utf-8 ", "ütf-8"] {
+            assert!(!encoding_is(name, UTF8_NAMES), "{name}");
+        }
+    }
 
     #[test]
     fn every_cut_of_multibyte_characters_reassembles() {

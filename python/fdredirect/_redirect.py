@@ -15,9 +15,17 @@ if TYPE_CHECKING:
 
     from typing_extensions import Self
 
+    from ._targets import Kind
+
     _F = TypeVar("_F", bound=Callable[..., Any])
 
 _INFO, _WARNING = 20, 30  # logging.INFO, logging.WARNING
+
+# The defaults, by identity: a capture block with every default (the common case, entered per
+# test or per cell) skips classification and the codec lookups (see `_RedirectFd.__new__`).
+_UTF8 = "utf-8"
+_REPLACE = "replace"
+_CAPTURE_PLAN: tuple[Kind, None] = ("capture", None)
 
 
 def decorate(manager: Any, func: _F) -> _F:
@@ -55,13 +63,26 @@ class _RedirectFd(_native.Redirect):
         cls,
         target: object = None,
         *,
-        encoding: str | None = "utf-8",
-        errors: str = "replace",
+        encoding: str | None = _UTF8,
+        errors: str = _REPLACE,
         tee: bool = False,
         level: int | None = None,
         lines: bool = False,
         timestamps: bool = False,
     ) -> Self:
+        if (
+            target is None
+            and encoding is _UTF8
+            and errors is _REPLACE
+            and tee is False
+            and level is None
+            and lines is False
+            and timestamps is False
+        ):
+            # What the checks below conclude for these arguments, without running them.
+            if cls._SWAP_WRITER:  # the native default: no keyword to parse
+                return super().__new__(cls, cls._FD, _CAPTURE_PLAN, None, _UTF8, _REPLACE, False)
+            return super().__new__(cls, cls._FD, _CAPTURE_PLAN, None, _UTF8, _REPLACE, False, swap_writer=False)
         kind, arg = classify(target, cls._STREAM)
         check_callable_shape(kind, target, lines=lines, timestamps=timestamps)
         check_codec(encoding, errors)

@@ -105,6 +105,9 @@ fn new_bytes_filled(
     len: usize,
     fill: impl FnOnce(&mut [u8]) -> std::io::Result<usize> + Send,
 ) -> PyResult<Bound<'_, PyBytes>> {
+    if len == 0 {
+        return Ok(PyBytes::new(py, b"")); // an empty block: no GIL hand-off for nothing to read
+    }
     let len_ssize =
         isize::try_from(len).map_err(|_| pyo3::exceptions::PyOverflowError::new_err("capture too large"))?;
     // SAFETY: a NULL source asks CPython for an uninitialised bytes object of `len` bytes.

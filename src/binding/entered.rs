@@ -39,7 +39,10 @@ pub fn entered_var(py: Python<'_>) -> PyResult<&EnteredVar> {
 impl EnteredVar {
     /// The ids entered in the current context, oldest first (some may have ended).
     pub fn here(&self, py: Python<'_>) -> PyResult<Vec<u64>> {
-        self.get.bind(py).call0()?.extract()
+        let here = self.get.bind(py).call0()?;
+        // Always a tuple (only `set_here` sets it): read its items directly, no iterator.
+        let here = here.cast::<PyTuple>()?;
+        here.iter_borrowed().map(pyo3::Borrowed::extract::<u64>).collect()
     }
 
     /// The ids still open in the current context, oldest first, ready for one more.

@@ -137,17 +137,15 @@ impl Redirect {
     /// entered in one thread and resumed or collected in another), the instance's newest entry:
     /// an exit always ends a block, so the fd and `sys.stdout` always come back.
     pub fn exit(&self, py: Python<'_>) -> PyResult<bool> {
-        let here = entered_var(py)?.here(py)?;
-        let active = {
+        // An instance with one open entry ends that one whichever context entered it: the
+        // context variable is read only when there is a choice (one Python call less per block).
+        let only = {
             let mut entries = self.lock(py);
-            let mine = here
-                .iter()
-                .rev()
-                .find_map(|id| entries.iter().rposition(|a| a.id == *id));
-            let Some(index) = mine.or_else(|| entries.len().checked_sub(1)) else {
-                return Err(PyRuntimeError::new_err("__exit__ without a matching __enter__"));
-            };
-            entries.remove(index)
+            (entries.len() == 1).then(|| entries.remove(0))
+        };
+        let active = match only {
+            Some(active) => active,
+            None => self.take_newest_here(py)?,
         };
         if let Some(channel) = &active.tee {
             tees::unregister(py, channel);
@@ -203,6 +201,20 @@ impl Redirect {
             ));
         }
         Ok(false)
+    }
+
+    /// Take the newest entry entered in the current context, else the instance's newest.
+    fn take_newest_here(&self, py: Python<'_>) -> PyResult<Active> {
+        let here = entered_var(py)?.here(py)?;
+        let mut entries = self.lock(py);
+        let mine = here
+            .iter()
+            .rev()
+            .find_map(|id| entries.iter().rposition(|a| a.id == *id));
+        let Some(index) = mine.or_else(|| entries.len().checked_sub(1)) else {
+            return Err(PyRuntimeError::new_err("__exit__ without a matching __enter__"));
+        };
+        Ok(entries.remove(index))
     }
 
     /// What went wrong with the sink that the block's writers could not have seen: libc's buffer

@@ -74,6 +74,9 @@ fn emit(py: Python<'_>, fd: RawFd, step: impl FnOnce(&LineBuffer) -> std::io::Re
 
 /// Write out every thread's partial line on `fd` (a switch or a flush is coming).
 pub(super) fn drain(py: Python<'_>, fd: RawFd) -> PyResult<()> {
+    if linebuf::for_fd(fd).is_idle() {
+        return Ok(()); // the common case: no GIL hand-off
+    }
     emit(py, fd, LineBuffer::drain)
 }
 
