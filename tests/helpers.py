@@ -7,6 +7,7 @@ Children find the modules in this directory (``childlib``, ``stress_child``) on 
 from __future__ import annotations
 
 import ast
+import importlib
 import logging
 import os
 import subprocess
@@ -132,3 +133,21 @@ def quiet_logger(name: str) -> tuple[logging.Logger, Lines]:
     handler = Lines()
     logger.handlers[:] = [handler]
     return logger, handler
+
+
+def start_kernel(unbuffered: bool, startup_timeout: float) -> tuple[Any, Any]:
+    """A Jupyter kernel (``python3``) and a blocking client, PYTHONUNBUFFERED set or unset on
+    purpose; retried twice, as a parallel start can take the port a kernel picked."""
+    # Imported by name, here: only the kernel tests need it (they skip without it), and the type
+    # checks of these helpers run where it is not installed.
+    manager: Any = importlib.import_module("jupyter_client.manager")
+    env = child_env(unbuffered)
+    for attempt in range(3):
+        try:
+            return manager.start_new_kernel(  # type: ignore[no-any-return]
+                startup_timeout=startup_timeout, kernel_name="python3", env=env
+            )
+        except RuntimeError:  # "Kernel died before replying": a port taken by a parallel start
+            if attempt == 2:
+                raise
+    raise AssertionError("unreachable")

@@ -13,6 +13,8 @@ from typing import Any
 
 import pytest
 
+from helpers import start_kernel
+
 jupyter_client = pytest.importorskip("jupyter_client")
 ipykernel = pytest.importorskip("ipykernel")
 
@@ -25,19 +27,7 @@ class Kernel:
     """One kernel and a blocking client; every iopub stream message is kept, in arrival order."""
 
     def __init__(self, unbuffered: bool) -> None:
-        env = dict(os.environ)
-        env.pop("PYTHONUNBUFFERED", None)
-        if unbuffered:
-            env["PYTHONUNBUFFERED"] = "1"
-        for attempt in range(3):
-            try:
-                self.manager, self.client = jupyter_client.manager.start_new_kernel(
-                    startup_timeout=30, kernel_name="python3", env=env
-                )
-                break
-            except RuntimeError:  # "Kernel died before replying": a port taken by a parallel start
-                if attempt == 2:
-                    raise
+        self.manager, self.client = start_kernel(unbuffered, startup_timeout=30)
         self.streams: list[tuple[str, str, str]] = []  # (parent msg_id, name, text)
         self.idle: set[str] = set()
         self.started: set[str] = set()

@@ -4,13 +4,14 @@ a cell of pure Python output is published exactly as without the extension."""
 
 from __future__ import annotations
 
-import os
 import queue
 import time
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
+
+from helpers import start_kernel
 
 jupyter_client = pytest.importorskip("jupyter_client")
 pytest.importorskip("ipykernel")
@@ -22,19 +23,7 @@ class Kernel:
     """A kernel and a blocking client; ``run`` returns a cell's stream messages in arrival order."""
 
     def __init__(self, unbuffered: bool, extension: bool) -> None:
-        env = dict(os.environ)
-        env.pop("PYTHONUNBUFFERED", None)
-        if unbuffered:
-            env["PYTHONUNBUFFERED"] = "1"
-        for attempt in range(3):
-            try:
-                self.manager, self.client = jupyter_client.manager.start_new_kernel(
-                    startup_timeout=60, kernel_name="python3", env=env
-                )
-                break
-            except RuntimeError:  # "Kernel died before replying": a port taken by a parallel start
-                if attempt == 2:
-                    raise
+        self.manager, self.client = start_kernel(unbuffered, startup_timeout=60)
         if extension:
             assert self.run("%load_ext fdredirect") == []
         assert self.run(SETUP) == []
