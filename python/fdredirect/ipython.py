@@ -117,7 +117,11 @@ class _Synced:
             if self.write:
                 if self.line_start:
                     extension.sync_all()
-                extension.order(self.fd, native=False)
+                fd = self.fd
+                if extension.native_held[3 - fd]:
+                    extension.order(fd, native=False)
+                else:  # what ``order`` does when no native text waits: each write pays for it
+                    extension.last_fd = fd
                 text = args[0] if args else None
                 if isinstance(text, str) and text:
                     self.line_start = text[-1] == "\n"
