@@ -154,10 +154,7 @@ def shown(data: str) -> dict[str, Any]:
 
 
 def test_native_output_at_each_synchronisation_point(kernel_env: None) -> None:
-    (
-        (_setup, displays, result, failing, progress, capture, captured, context, widget, write, block, real, after),
-        widgets,
-    ) = execute(
+    cells, widgets = execute(
         [
             SETUP + "\nfrom IPython.display import clear_output, display",
             "for i in range(3):\n    c_printf(f'c {i}\\n', flush=True)\n    display(i)",
@@ -176,8 +173,13 @@ def test_native_output_at_each_synchronisation_point(kernel_env: None) -> None:
             "import sys\nkernel_stdout, sys.stdout = sys.stdout, sys.__stdout__\n"
             "print('through fd 1', flush=True)\nc_write(1, 'native\\n')\nsys.stdout = kernel_stdout\nprint('back')",
             "print('after')",
+            # Native text delivered without its newline (by the background thread, during the
+            # sleep) is not Python text: the next Python line still starts with a sync point.
+            "import time\nc_write(1, 'partial'); time.sleep(0.5); c_write(1, ' rest\\n'); print('back')",
         ]
     )
+    (_setup, displays, result, failing, progress, capture, captured, context, widget, write, block) = cells[:11]
+    real, after, partial = cells[11:]
     assert displays == [
         stream("stdout", "c 0\n"),
         shown("0"),
@@ -202,6 +204,7 @@ def test_native_output_at_each_synchronisation_point(kernel_env: None) -> None:
     # takes that output instead of feeding it back forever.
     assert real == [stream("stdout", "through fd 1\nnative\nback\n")]
     assert after == [stream("stdout", "after\n")]
+    assert "".join(message["text"] for message in partial) == "partial rest\nback\n"
 
 
 # matplotlib's inline backend publishes a figure as display_data from plt.show(), synchronously.

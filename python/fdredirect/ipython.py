@@ -76,12 +76,19 @@ class _Forward:
             extension.order(self.fd, native=True)
         stream = getattr(sys, self.name, None)
         if stream is None or stream is self.fallback or _writes_to_std_fd(stream):
-            self.fallback.write(text)
+            _unsynced_write(self.fallback, text)
             return
         try:
-            stream.write(text)
+            _unsynced_write(stream, text)
         except Exception:
-            self.fallback.write(text)
+            _unsynced_write(self.fallback, text)
+
+
+def _unsynced_write(stream: Any, text: str) -> None:
+    """Write native text past our ``_Synced`` wrapper: it is not a synchronisation point (this is
+    the delivery), and it must not count as the Python text the wrapper follows line by line."""
+    write = stream.write
+    (write.call if isinstance(write, _Synced) else write)(text)
 
 
 def _writes_to_std_fd(stream: object) -> bool:
