@@ -56,6 +56,7 @@ extern "C" fn child() {
     GENERATION.fetch_add(1, Ordering::SeqCst);
     crate::crash::forked_child();
     HELD.with(|held| held.borrow_mut().clear());
+    crate::linebuf::forked_child();
 }
 
 /// Register the fork handlers, once per process. `hold_more` takes the binding's locks that

@@ -104,6 +104,18 @@ pub fn hold_for_fork() -> Vec<Box<dyn std::any::Any>> {
         .collect()
 }
 
+/// In a forked child (its only thread, locks free): the partial lines and interrupted bytes held
+/// at the fork are the parent's, which writes them; written here too they would appear twice
+/// (the fork stress test saw another thread's partial line again when the child exited). The
+/// forking thread's own partial line was written by `os.fork`'s flush before the fork.
+pub fn forked_child() {
+    for buffer in &BUFFERS {
+        let mut state = lock(&buffer.state);
+        state.partial.clear();
+        state.unwritten.clear();
+    }
+}
+
 /// At a crash, in the signal handler once the dump has restored fds 1 and 2: every partial line
 /// goes where its fd points now, after the captured output, as libc's buffers do (see
 /// `crash::dump::flush_libc`). Only when the lock is free (a thread may hold it at the crash); no

@@ -194,3 +194,28 @@ with redirect_stdout_fd():
     )
     assert child.returncode == -signal.SIGSEGV
     assert child.out == b"line\npartial"
+
+
+def test_a_forked_child_does_not_write_the_parents_partial_lines(tmp_path: Path) -> None:
+    # A partial line held at the fork (here written by a fork hook that runs after the library's
+    # flush; in real programs, another thread writing at that moment) is the parent's, which
+    # writes it when its line ends: the child must not write it again at its next switch.
+    parent, child_file = tmp_path / "parent.txt", tmp_path / "child.txt"
+    child = run_ok(
+        f"""
+import os, sys
+os.register_at_fork(before=lambda: sys.stdout.write("held at the fork"))  # runs after fdredirect's
+from fdredirect import redirect_stdout_fd
+with redirect_stdout_fd({str(parent)!r}):
+    pid = os.fork()
+    if pid == 0:
+        with redirect_stdout_fd({str(child_file)!r}):
+            pass
+        os._exit(0)
+    os.waitpid(pid, 0)
+    print()
+""",
+        timeout=30,
+    )
+    assert parent.read_bytes() == b"held at the fork\n", child.err
+    assert child_file.read_bytes() == b""
