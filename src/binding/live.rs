@@ -21,7 +21,7 @@ use crate::reader::{self, Channel};
 use crate::stamped::Stamped;
 use target::Target;
 pub use target::{delivering, Mode, Shape};
-pub use thread::{hold_for_fork, logger_reading, shutdown, sync_fd};
+pub use thread::{hold_for_fork, logger_open, logger_reading, shutdown, sync_fd};
 use thread::{ACTIVE, SHUTDOWN_WAIT, SHUTTING_DOWN};
 
 /// Where a block is in its life, for its delivery.

@@ -16,7 +16,7 @@ use std::path::Path;
 
 use pyo3::prelude::*;
 
-use super::live::{logger_reading, Mode};
+use super::live::{logger_open, logger_reading, Mode};
 use super::names;
 use super::plan::Plan;
 use crate::fd;
@@ -31,8 +31,12 @@ pub fn refuse_logger_loop(
     target: &Bound<'_, PyAny>,
     sink: Option<&Sink<'_>>,
 ) -> PyResult<()> {
+    let is_logger = matches!(plan, Plan::Live(Mode::Logger { .. }, _));
+    if !is_logger && !logger_open() {
+        return Ok(()); // the common case: no syscall per enter
+    }
     let other = if fd == 1 { 2 } else { 1 };
-    let here = if matches!(plan, Plan::Live(Mode::Logger { .. }, _)) {
+    let here = if is_logger {
         // The block's pipe is made by the switch: no other block reads it yet.
         Some((fd, target.clone().unbind()))
     } else {

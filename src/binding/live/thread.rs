@@ -77,6 +77,15 @@ pub fn sync_fd(py: Python<'_>, fd: RawFd) -> PyResult<()> {
     first_error.map_or(Ok(()), Err)
 }
 
+/// Whether a logger block of this process is open: without one, no switch can make a loop, and
+/// the enter path needs no `fstat` to find out.
+pub fn logger_open() -> bool {
+    let generation = crate::fork::generation();
+    locks::lock(&ACTIVE)
+        .iter()
+        .any(|live| live.generation == generation && matches!(live.mode, Mode::Logger { .. }))
+}
+
 /// The open logger block of this process whose pipe is `pipe` (an fd's identity): the fd it
 /// redirects and its logger. Used to refuse a switch that would feed a logger its own records.
 pub fn logger_reading(py: Python<'_>, pipe: (u64, u64)) -> Option<(RawFd, Py<PyAny>)> {
