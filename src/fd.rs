@@ -276,7 +276,22 @@ fn identity_of(stat: &libc::stat) -> (u64, u64) {
 /// Test helpers shared by the core's unit tests.
 #[cfg(test)]
 pub(crate) mod testing {
-    use std::os::fd::RawFd;
+    use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+
+    /// Everything `fd` (a pipe's read end) holds now, without waiting for more.
+    pub fn read_available(fd: &OwnedFd) -> Vec<u8> {
+        super::set_nonblocking(fd.as_raw_fd()).unwrap();
+        let mut out = Vec::new();
+        let mut buf = [0u8; 4096];
+        loop {
+            // SAFETY: `buf` is writable for its length.
+            let n = unsafe { libc::read(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
+            if n <= 0 {
+                return out;
+            }
+            out.extend_from_slice(&buf[..n as usize]);
+        }
+    }
 
     /// An fd number that is closed and stays closed while the tests run, for tests about closed
     /// fds. Not a number a test has just closed: cargo runs tests in parallel threads, and the

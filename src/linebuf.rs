@@ -246,50 +246,29 @@ impl LineBuffer {
 
 #[cfg(test)]
 mod tests {
-    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    use std::os::fd::AsRawFd;
 
     use super::*;
-
-    fn pipe() -> (OwnedFd, OwnedFd) {
-        let mut fds = [0; 2];
-        // SAFETY: pipe fills `fds` with two new fds that we own.
-        assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
-        // SAFETY: both were just created.
-        unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) }
-    }
-
-    fn read_now(fd: &OwnedFd) -> Vec<u8> {
-        crate::fd::set_nonblocking(fd.as_raw_fd()).unwrap();
-        let mut out = Vec::new();
-        let mut buf = [0u8; 4096];
-        loop {
-            // SAFETY: `buf` is writable for its length.
-            let n = unsafe { libc::read(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
-            if n <= 0 {
-                return out;
-            }
-            out.extend_from_slice(&buf[..n as usize]);
-        }
-    }
+    use crate::fd::testing::read_available;
 
     #[test]
     fn complete_lines_are_written_at_the_newline_partial_lines_at_drain() {
-        let (read, write) = pipe();
+        let (read, write) = crate::fd::pipe_cloexec().unwrap();
         let buffer = LineBuffer::new(write.as_raw_fd());
         for piece in [&b"line"[..], b" ", b"1"] {
             assert!(buffer.keep(piece));
         }
-        assert!(read_now(&read).is_empty());
+        assert!(read_available(&read).is_empty());
         assert!(!buffer.keep(b"\n"));
         buffer.write_lines(b"\npart").unwrap();
-        assert_eq!(read_now(&read), b"line 1\n");
+        assert_eq!(read_available(&read), b"line 1\n");
         buffer.drain().unwrap();
-        assert_eq!(read_now(&read), b"part");
+        assert_eq!(read_available(&read), b"part");
     }
 
     #[test]
     fn each_thread_keeps_its_own_partial_line() {
-        let (read, write) = pipe();
+        let (read, write) = crate::fd::pipe_cloexec().unwrap();
         let buffer = LineBuffer::new(write.as_raw_fd());
         assert!(buffer.keep(b"main "));
         thread::scope(|s| {
@@ -298,19 +277,19 @@ mod tests {
                 buffer.write_lines(b"done\n").unwrap();
             });
         });
-        assert_eq!(read_now(&read), b"other done\n");
+        assert_eq!(read_available(&read), b"other done\n");
         buffer.write_lines(b"done\n").unwrap();
-        assert_eq!(read_now(&read), b"main done\n");
+        assert_eq!(read_available(&read), b"main done\n");
     }
 
     #[test]
     fn a_long_partial_line_is_written_when_full() {
-        let (read, write) = pipe();
+        let (read, write) = crate::fd::pipe_cloexec().unwrap();
         let buffer = LineBuffer::new(write.as_raw_fd());
         let chunk = vec![b'x'; FULL / 2];
         assert!(buffer.keep(&chunk));
         assert!(!buffer.keep(&chunk));
         buffer.write_lines(&chunk).unwrap();
-        assert_eq!(read_now(&read).len(), FULL);
+        assert_eq!(read_available(&read).len(), FULL);
     }
 }

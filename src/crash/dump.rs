@@ -272,20 +272,7 @@ mod tests {
     use super::*;
     use crate::crash::{attach, Held};
     use crate::{fd, memfile, stack};
-    use std::os::fd::{AsRawFd, OwnedFd};
-
-    fn read_all(fd: &OwnedFd) -> Vec<u8> {
-        let mut out = Vec::new();
-        let mut buf = [0u8; 256];
-        loop {
-            // SAFETY: `buf` is writable for its length.
-            let n = unsafe { libc::read(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
-            if n <= 0 {
-                return out;
-            }
-            out.extend_from_slice(&buf[..n as usize]);
-        }
-    }
+    use std::os::fd::AsRawFd;
 
     /// The dump itself, run in a forked child (it is async-signal-safe, so it may run there even
     /// though this test process has other threads): a capture on a private fd is shown on the
@@ -318,7 +305,7 @@ mod tests {
         let mut status = 0;
         // SAFETY: waiting for our own child.
         assert_eq!(unsafe { libc::waitpid(pid, &raw mut status, 0) }, pid);
-        assert_eq!(read_all(&read), b"last words");
+        assert_eq!(crate::fd::testing::read_available(&read), b"last words");
         assert_eq!(memfile::size(memfd).unwrap(), 10, "the parent's capture is unchanged");
         stack::exit(fd, entered.id, false).unwrap();
         assert!(crate::crash::lock_slot(entered.id).is_none());
